@@ -1,0 +1,26 @@
+"""`python -m stages <stage> --help`: every DVC stage also runs by hand with explicit paths."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stages import base_model, fetch
+from stages.io import StageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app.command("base-model")(base_model.main)
+app.command("fetch")(fetch.main)
+
+
+def run() -> None:
+    try:
+        app()
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
