@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -16,7 +15,7 @@ from typing import Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
-from stages.io import StageError, load_yaml, validate, write_json, write_records
+from stages.io import StageError, load_yaml, validate, write_json, write_record_dir
 from stages.schema import Origin, Record
 from stages.sources import SOURCES, Drop, loader
 
@@ -123,7 +122,7 @@ def load_sample_answers(path: str | Path) -> dict[tuple[str, str], dict]:
         if line.strip():
             try:
                 row = json.loads(line)
-                table[(row["src"], row["question"].strip())] = row
+                table[(row["src"], norm_q(row["question"]))] = row
             except (json.JSONDecodeError, KeyError) as e:
                 raise StageError(f"{path}:{i}: bad answers row ({e})") from None
     return table
@@ -161,7 +160,7 @@ def fetch(p: FetchParams) -> tuple[dict[str, list[Record]], dict]:
             if spec.answers_from == "samples":
                 answers = answers if answers is not None else load_sample_answers(p.answers_path)
                 for r in chosen:
-                    if (row := answers.get((r.src, r.question))) is not None:
+                    if (row := answers.get((r.src, norm_q(r.question)))) is not None:
                         apply_sample_answers(r, row, p.answers_path)
             for r in chosen:
                 if not r.answerable and r.multihop and not r.final_answer:
@@ -189,28 +188,15 @@ def fetch(p: FetchParams) -> tuple[dict[str, list[Record]], dict]:
 
 
 def norm_q(q: str) -> str:
-    return " ".join(q.lower().split())
-
-
-def write_outputs(outputs: dict[str, list[Record]], out: Path) -> None:
-    """Write every file into a temporary folder, then swap it in: no half-written output."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for name, records in outputs.items():
-            write_records(tmp / f"{name}.jsonl", records)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Question text for matching: case, spacing and a final "?" ignored."""
+    return " ".join(q.lower().strip().rstrip("?").split())
 
 
 def main(params: Path = typer.Option(Path("params.yaml")), out: Path = typer.Option(Path("data/fetched")), metrics: Path = typer.Option(Path("metrics/fetch.json"))):
     """Fetch and normalise the train and eval sources."""
     p = validate(FetchParams, load_yaml(params).get("fetch", {}), "fetch")
     outputs, report = fetch(p)
-    write_outputs(outputs, out)
+    write_record_dir(out, outputs)
     write_json(metrics, report)
     for role in ("train", "eval"):
         for name, row in report[role].items():

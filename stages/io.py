@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -91,3 +92,18 @@ def validate(model: type, data: Any, where: str):
             loc = ".".join([where, *(str(p) for p in err["loc"])])
             lines.append(f"param '{loc}': {err['msg']} (got {err.get('input')!r})")
         raise StageError("; ".join(lines)) from None
+
+
+def write_record_dir(out: str | os.PathLike, files: dict[str, Iterable[Record]]) -> dict[str, int]:
+    """Write `{name}.jsonl` for each entry into a temporary folder, then swap it in for `out`."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts = {name: write_records(tmp / f"{name}.jsonl", records) for name, records in files.items()}
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts

@@ -50,7 +50,7 @@ class Record(BaseModel):
 
     id: str = Field(min_length=1)
     src: str = Field(min_length=1)
-    question: str = Field(min_length=1)
+    question: str = ""  # empty only in a generated record whose completion did not parse (filter drops it)
     multihop: bool = False
     sub_questions: list[SubQuestion] = Field(default_factory=list)
     summary: str = ""

@@ -1,0 +1,209 @@
+"""A real OpenAI-compatible HTTP server on loopback for tests and benches.
+
+POST /v1/chat/completions answers with `script(messages, body)` (default: an echo of the last
+user message) after `latency_s`; with probability `fault_rate` (seeded) it fails instead: 429
+(Retry-After: 0), 500, or a hang longer than the client's timeout (then closes, no answer).
+Every request is recorded; a success is counted per fingerprint (sha256 of the raw body) only
+when the client is still connected to receive it, so tests can assert nothing was paid twice.
+
+    with LLMServer(latency_s=0.2) as srv:
+        LLMParams(backend="openai", base_url=srv.url, ...)
+
+`python -m tests.llm_server --latency 0.2` serves until killed and prints the base URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("429", "500", "timeout")
+
+
+def echo(messages: list[dict], body: dict) -> str:
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return f"echo: {last}"
+
+
+def n_tokens(text: str) -> int:
+    """The server's token count: ~4 characters a token."""
+    return math.ceil(len(text) / 4)
+
+
+class LLMServer:
+    def __init__(self, script: Callable[[list[dict], dict], str] = echo, latency_s: float = 0.0, fault_rate: float = 0.0,
+                 faults: tuple[str, ...] = FAULTS, timeout_sleep_s: float = 1.5, seed: int = 0, model: str = "test-model"):
+        self.script, self.latency_s, self.fault_rate, self.faults = script, latency_s, fault_rate, faults
+        self.timeout_sleep_s, self.model = timeout_sleep_s, model
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests: list[dict] = []  # every POST: fingerprint, body, auth header, outcome
+        self.successes: Counter[str] = Counter()  # fingerprint -> answers delivered
+        self.outcomes: Counter[str] = Counter()
+        self.httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle --
+    def start(self) -> LLMServer:
+        server = self
+
+        class Handler(_Handler):
+            srv = server
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    # -- what tests look at --
+    @property
+    def n_requests(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    @property
+    def n_successes(self) -> int:
+        with self.lock:
+            return sum(self.successes.values())
+
+    def wait_requests(self, n: int, timeout_s: float = 30.0) -> None:
+        end = time.time() + timeout_s
+        while self.n_requests < n:
+            if time.time() > end:
+                raise TimeoutError(f"server saw {self.n_requests} requests, waited for {n}")
+            time.sleep(0.002)
+
+    # -- decisions (under the lock: the RNG is shared by handler threads) --
+    def pick_fault(self) -> str | None:
+        with self.lock:
+            return self.rng.choice(self.faults) if self.rng.random() < self.fault_rate else None
+
+    def record(self, entry: dict) -> None:
+        with self.lock:
+            self.requests.append(entry)
+
+    def outcome(self, entry: dict, what: str) -> None:
+        with self.lock:
+            entry["outcome"] = what
+            self.outcomes[what] += 1
+            if what == "ok":
+                self.successes[entry["fingerprint"]] += 1
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client hung up (it sends nothing else while it waits for our answer)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    srv: LLMServer
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real server
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _error(self, status: int, message: str, headers: dict | None = None) -> None:
+        self._send(status, {"error": {"message": message, "type": "server_error", "code": status}}, headers)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": self.srv.model, "object": "model", "created": 0, "owned_by": "tests"}]})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._error(404, f"no route {self.path}")
+            return
+        srv = self.srv
+        body = json.loads(raw)
+        entry = {"fingerprint": hashlib.sha256(raw).hexdigest(), "body": body, "authorization": self.headers.get("Authorization"), "outcome": None}
+        srv.record(entry)
+        fault = srv.pick_fault()
+        if fault == "timeout":  # hang past the client's timeout, then drop the connection unanswered
+            time.sleep(srv.timeout_sleep_s)
+            srv.outcome(entry, "timeout")
+            self.close_connection = True
+            return
+        if srv.latency_s:
+            time.sleep(srv.latency_s)
+        if fault == "429":
+            srv.outcome(entry, "429")
+            self._error(429, "rate limited (scripted)", {"Retry-After": "0"})
+            return
+        if fault == "500":
+            srv.outcome(entry, "500")
+            self._error(500, "internal error (scripted)")
+            return
+        messages = body.get("messages", [])
+        text = srv.script(messages, body)
+        finish = "stop"
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if max_tokens is not None and n_tokens(text) > max_tokens:
+            text, finish = text[: max_tokens * 4], "length"
+        prompt_tokens = sum(n_tokens(str(m.get("content", ""))) for m in messages)
+        completion_tokens = n_tokens(text)
+        if _peer_closed(self.connection):  # the client is gone (killed, or gave up): nobody receives this
+            srv.outcome(entry, "abandoned")
+            self.close_connection = True
+            return
+        self._send(200, {
+            "id": f"chatcmpl-{entry['fingerprint'][:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", srv.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        })
+        srv.outcome(entry, "ok")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    a = ap.parse_args()
+    with LLMServer(latency_s=a.latency, fault_rate=a.fault_rate) as s:
+        print(s.url, flush=True)
+        threading.Event().wait()
