@@ -6,12 +6,15 @@ import sys
 
 import typer
 
-from stages import base_model, fetch
+from stages import base_model, fetch, filter, generate, regenerate
 from stages.io import StageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("base-model")(base_model.main)
 app.command("fetch")(fetch.main)
+app.command("generate")(generate.main)
+app.command("regenerate")(regenerate.main)
+app.command("filter")(filter.main)
 
 
 def run() -> None:

@@ -1,8 +1,9 @@
 """A real OpenAI-compatible HTTP server on loopback for tests and benches.
 
 POST /v1/chat/completions answers with `script(messages, body)` (default: an echo of the last
-user message) after `latency_s`; with probability `fault_rate` (seeded) it fails instead: 429
-(Retry-After: 0), 500, or a hang longer than the client's timeout (then closes, no answer).
+user message) after `latency_s`; with probability `fault_rate` (seeded RNG) it fails instead with
+one of `faults`: "429" (Retry-After: 0), "500" (or any other status), or "timeout": a hang longer
+than the client's timeout, after which the connection closes unanswered.
 Every request is recorded; a success is counted per fingerprint (sha256 of the raw body) only
 when the client is still connected to receive it, so tests can assert nothing was paid twice.
 
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 FAULTS = ("429", "500", "timeout")
 
@@ -70,7 +72,7 @@ class LLMServer:
             self.httpd.server_close()
             self.httpd = None
 
-    def __enter__(self) -> LLMServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -127,6 +129,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     srv: LLMServer
     protocol_version = "HTTP/1.1"  # keep-alive, like a real server
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -158,9 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         srv = self.srv
         body = json.loads(raw)
-        entry = {"fingerprint": hashlib.sha256(raw).hexdigest(), "body": body, "authorization": self.headers.get("Authorization"), "outcome": None}
-        srv.record(entry)
         fault = srv.pick_fault()
+        entry = {"fingerprint": hashlib.sha256(raw).hexdigest(), "body": body, "authorization": self.headers.get("Authorization"),
+                 "fault": fault, "outcome": None}
+        srv.record(entry)
         if fault == "timeout":  # hang past the client's timeout, then drop the connection unanswered
             time.sleep(srv.timeout_sleep_s)
             srv.outcome(entry, "timeout")
@@ -168,13 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.latency_s:
             time.sleep(srv.latency_s)
-        if fault == "429":
-            srv.outcome(entry, "429")
-            self._error(429, "rate limited (scripted)", {"Retry-After": "0"})
-            return
-        if fault == "500":
-            srv.outcome(entry, "500")
-            self._error(500, "internal error (scripted)")
+        if fault is not None:  # an HTTP status: "429" (with Retry-After: 0), "500", or any other, e.g. "401"
+            srv.outcome(entry, fault)
+            self._error(int(fault), f"HTTP {fault} (scripted)", {"Retry-After": "0"} if fault == "429" else None)
             return
         messages = body.get("messages", [])
         text = srv.script(messages, body)

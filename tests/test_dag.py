@@ -1,4 +1,5 @@
-"""The real DVC pipeline on the tiny profile: runs, re-runs nothing, re-runs only what changed."""
+"""The real DVC pipeline on the tiny profile: runs, re-runs nothing, re-runs only what changed,
+and never pays for an LLM call twice."""
 
 import json
 
@@ -8,21 +9,25 @@ from stages.io import read_records
 from tests.dag import dvc, make_repo, ran_stages, set_param
 
 pytestmark = pytest.mark.slow
+ALL = ["base_model", "fetch", "generate", "regenerate", "filter"]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("dag"))
     first = dvc(repo, "repro")
-    assert {"base_model", "fetch"} <= set(ran_stages(first)), first.stdout
+    assert sorted(ran_stages(first)) == sorted(ALL), first.stdout
     return repo
+
+
+def metrics(repo, name):
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
 
 
 def test_second_repro_does_nothing(repo):
     again = dvc(repo, "repro")
     assert ran_stages(again) == [], again.stdout
-    status = dvc(repo, "status")
-    assert "up to date" in status.stdout
+    assert "up to date" in dvc(repo, "status").stdout
 
 
 def test_outputs_and_metrics(repo):
@@ -35,11 +40,33 @@ def test_outputs_and_metrics(repo):
     assert len(read_records(repo / "data/fetched/eval_hotpotqa.jsonl")) >= 20
     assert len(read_records(repo / "data/fetched/eval_squad_v2.jsonl")) >= 20
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    metrics = next(iter(shown.values()))["data"]["metrics/fetch.json"]["data"]
-    assert metrics["overlap"] == 0 and metrics["train"]["musique"]["dropped"] == {"malformed_sub_question": 1}
+    fetch = next(iter(shown.values()))["data"]["metrics/fetch.json"]["data"]
+    assert fetch["overlap"] == 0 and fetch["train"]["musique"]["dropped"] == {"malformed_sub_question": 1}
+    # a random tiny model writes nothing parseable: filter rejects it with a reason, samples are kept
+    f = metrics(repo, "filter")
+    assert f["kept"] == len(train) and f["reasons"]["format"] == 3
+    assert len(read_records(repo / "data/filtered/rejected.jsonl")) == f["rejected"]
+    assert metrics(repo, "generate")["llm"]["calls"] > 0
 
 
-def test_param_change_reruns_only_fetch(repo):
+def test_filter_param_reruns_only_filter_without_llm_calls(repo):
+    cache = repo / ".cache/llm/llm.sqlite"
+    before = cache.stat().st_mtime_ns, cache.stat().st_size
+    set_param(repo, "filter.near_duplicate_jaccard", 0.9)
+    proc = dvc(repo, "repro")
+    assert ran_stages(proc) == ["filter"], proc.stdout
+    assert (cache.stat().st_mtime_ns, cache.stat().st_size) == before
+
+
+def test_more_items_pay_only_for_the_new_ones(repo):
+    set_param(repo, "generate.entities.n", 3)
+    proc = dvc(repo, "repro")
+    assert ran_stages(proc)[:1] == ["generate"], proc.stdout
+    llm = metrics(repo, "generate")["llm"]
+    assert llm["calls"] == 1 and llm["cached"] >= 3  # only the third entity pair is new
+
+
+def test_fetch_param_reruns_downstream(repo):
     set_param(repo, "fetch.seed", 7)
     proc = dvc(repo, "repro")
-    assert ran_stages(proc) == ["fetch"], proc.stdout
+    assert ran_stages(proc)[0] == "fetch" and "base_model" not in ran_stages(proc), proc.stdout
