@@ -2,9 +2,11 @@
 the model's replies are parsed back. pack tokenises what `to_messages` builds; evaluate and ask
 build the same messages step by step, so the two cannot drift.
 
-A conversation: system (describes `retrieve`) · user question · per hop: assistant calls
-`retrieve(query)` · tool returns the paragraph · assistant "Thought/Answer/Short answer" · and for
-multi-hop a last assistant turn "Summary/Thought/Answer/Short answer".
+A conversation: system (describes `retrieve`) · user question · assistant calls
+`retrieve(query 1)` · tool returns paragraph 1 · assistant answers hop 1 ("Thought / Answer /
+Short answer") and, in the same turn, calls retrieve for hop 2 · ... · the last assistant turn
+answers the last hop and, for multi-hop, ends with "Summary / Thought / Answer / Short answer".
+So at inference a turn with a retrieve call means "go on", a turn without one is the final answer.
 
 Tool calls use the OpenAI `tool_calls` shape where the chat template renders tools; otherwise they
 are written as text: <tool_call>{"name": "retrieve", "arguments": {"query": ...}}</tool_call>.
@@ -17,7 +19,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from stages.prompting import template
+from stages.prompting import parse_fields, template
 from stages.schema import Record
 
 RETRIEVE_TOOL = {
@@ -51,12 +53,12 @@ def answer_text(thought: str, answer: str, short_answer: str | None, summary: st
     return "\n".join(lines)
 
 
-def call_message(query: str, native_tools: bool, k: int = 0) -> dict:
-    """The assistant turn that calls retrieve."""
+def call_message(query: str, native_tools: bool, k: int = 0, content: str = "") -> dict:
+    """An assistant turn that calls retrieve, after `content` (the previous hop's answer, if any)."""
     if native_tools:
-        return {"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{k}", "type": "function", "function": {"name": "retrieve", "arguments": {"query": query}}}]}
+        return {"role": "assistant", "content": content, "tool_calls": [{"id": f"call_{k}", "type": "function", "function": {"name": "retrieve", "arguments": {"query": query}}}]}
     payload = json.dumps({"name": "retrieve", "arguments": {"query": query}}, ensure_ascii=False)
-    return {"role": "assistant", "content": f"<tool_call>{payload}</tool_call>"}
+    return {"role": "assistant", "content": (content + "\n" if content else "") + f"<tool_call>{payload}</tool_call>"}
 
 
 def tool_message(paragraphs: list[tuple[str | None, str]], native_tools: bool, k: int = 0) -> dict:
@@ -76,16 +78,17 @@ def start(question: str) -> list[dict]:
 def to_messages(r: Record, native_tools: bool = False) -> list[dict]:
     """The full training conversation of a record."""
     msgs = start(r.question)
-    for k, sq in enumerate(r.sub_questions):
-        msgs.append(call_message(sq.question, native_tools, k))
+    subs = r.sub_questions
+    for k, sq in enumerate(subs):
+        previous = answer_text(subs[k - 1].thought, subs[k - 1].answer, subs[k - 1].short_answer) if k else ""
+        msgs.append(call_message(sq.question, native_tools, k, content=previous))
         msgs.append(tool_message([(sq.title, sq.paragraph)], native_tools, k))
-        if r.multihop:
-            msgs.append({"role": "assistant", "content": answer_text(sq.thought, sq.answer, sq.short_answer)})
+    last = subs[-1]
     if r.multihop:
-        final = answer_text(r.final_thought, r.final_answer, r.short_answer, summary=r.summary or None)
+        hop = answer_text(last.thought, last.answer, last.short_answer)
+        final = hop + "\n\n" + answer_text(r.final_thought, r.final_answer, r.short_answer, summary=r.summary or "-")
     else:
-        sq = r.sub_questions[0]
-        final = answer_text(sq.thought, r.final_answer or sq.answer, r.short_answer)
+        final = answer_text(last.thought, r.final_answer or last.answer, r.short_answer)
     msgs.append({"role": "assistant", "content": final})
     return msgs
 
@@ -96,44 +99,46 @@ def to_messages(r: Record, native_tools: bool = False) -> list[dict]:
 @dataclass
 class ToolCall:
     query: str
+    content: str = ""  # the previous hop's answer written before the call
 
 
 @dataclass
 class FinalAnswer:
-    text: str  # the whole message
-    answer: str  # the text after "Answer:" (up to "Short answer:")
+    text: str  # the whole final message
+    answer: str  # the text after the final "Answer:" (up to "Short answer:")
     short_answer: str | None
     summary: str | None
     thought: str | None
 
 
 def parse_reply(text: str, tool_calls: list | None = None) -> ToolCall | FinalAnswer | None:
-    """A retrieve call, an answer, or None when the reply is neither."""
+    """A retrieve call, a final answer, or None when the reply is neither."""
     for call in tool_calls or []:
         fn = call.get("function", call)
         args = fn.get("arguments", {})
         args = json.loads(args) if isinstance(args, str) else args
         if fn.get("name") == "retrieve" and args.get("query"):
-            return ToolCall(str(args["query"]))
+            return ToolCall(str(args["query"]), text.strip())
     m = _CALL.search(text)
     if m:
         try:
             obj = json.loads(m.group(1))
             query = obj.get("arguments", {}).get("query")
             if obj.get("name") == "retrieve" and query:
-                return ToolCall(str(query))
+                return ToolCall(str(query), text[: m.start()].strip())
         except (json.JSONDecodeError, AttributeError):
             pass
         return None
-    fields = _fields(text)
+    # a multi-hop final turn: the last hop's answer, then the summary block; read the block
+    at = text.rfind("Summary:")
+    fields = _fields(text[at:] if at >= 0 else text)
     if "Answer" not in fields:
         return None
-    return FinalAnswer(text=text.strip(), answer=fields["Answer"], short_answer=fields.get("Short answer"), summary=fields.get("Summary"), thought=fields.get("Thought"))
+    summary = fields.get("Summary")
+    return FinalAnswer(text=text.strip(), answer=fields["Answer"], short_answer=fields.get("Short answer"), summary=None if summary in (None, "-") else summary, thought=fields.get("Thought"))
 
 
 def _fields(text: str) -> dict[str, str]:
-    from stages.prompting import parse_fields
-
     return parse_fields(text, ["Summary", "Thought", "Answer", "Short answer"])
 
 

@@ -25,7 +25,7 @@ def read_local(path: str | Path) -> list[dict]:
                 items.append(
                     {
                         "id": q["id"],
-                        "title": article.get("title"),
+                        "title": (article.get("title") or "").replace("_", " ") or None,
                         "context": para["context"],
                         "question": q["question"],
                         "answers": [x["text"] for x in q.get("answers", [])],
