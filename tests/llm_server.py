@@ -156,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        route = self.path.rstrip("/")
+        if route not in ("/v1/chat/completions", "/v1/completions"):
             self._error(404, f"no route {self.path}")
             return
         srv = self.srv
@@ -176,7 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
             srv.outcome(entry, fault)
             self._error(int(fault), f"HTTP {fault} (scripted)", {"Retry-After": "0"} if fault == "429" else None)
             return
-        messages = body.get("messages", [])
+        # /v1/completions: the raw prompt is handed to the script as one user message
+        messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
         text = srv.script(messages, body)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -187,6 +189,13 @@ class _Handler(BaseHTTPRequestHandler):
         if _peer_closed(self.connection):  # the client is gone (killed, or gave up): nobody receives this
             srv.outcome(entry, "abandoned")
             self.close_connection = True
+            return
+        if route == "/v1/completions":
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+            self._send(200, {"id": f"cmpl-{entry['fingerprint'][:12]}", "object": "text_completion", "created": int(time.time()),
+                             "model": body.get("model", srv.model), "usage": usage,
+                             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
+            srv.outcome(entry, "ok")
             return
         self._send(200, {
             "id": f"chatcmpl-{entry['fingerprint'][:12]}", "object": "chat.completion", "created": int(time.time()),

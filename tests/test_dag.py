@@ -9,7 +9,7 @@ from stages.io import read_records
 from tests.dag import dvc, make_repo, ran_stages, set_param
 
 pytestmark = pytest.mark.slow
-ALL = ["base_model", "fetch", "generate", "regenerate", "filter"]
+ALL = ["base_model", "fetch", "generate", "regenerate", "filter", "retrieve"]
 
 
 @pytest.fixture(scope="module")
