@@ -15,6 +15,17 @@ app.command("fetch")(fetch.main)
 app.command("generate")(generate.main)
 app.command("regenerate")(regenerate.main)
 app.command("filter")(filter.main)
+from stages import retrieve  # noqa: E402
+app.command("retrieve")(retrieve.main)
+from stages import pack  # noqa: E402
+app.command("pack")(pack.main)
+from stages import merge, train  # noqa: E402
+from stages import ask, compare, evaluate  # noqa: E402
+app.command("train")(train.main)
+app.command("merge")(merge.main)
+app.command("evaluate")(evaluate.main)
+app.command("compare")(compare.main)
+app.command("ask")(ask.main)
 
 
 def run() -> None:

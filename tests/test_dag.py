@@ -4,12 +4,14 @@ and never pays for an LLM call twice."""
 import json
 
 import pytest
+import yaml
 
 from stages.io import read_records
+from tests.conftest import ROOT
 from tests.dag import dvc, make_repo, ran_stages, set_param
 
 pytestmark = pytest.mark.slow
-ALL = ["base_model", "fetch", "generate", "regenerate", "filter", "retrieve"]
+ALL = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,17 @@ def test_outputs_and_metrics(repo):
     assert f["kept"] == len(train) and f["reasons"]["format"] == 3
     assert len(read_records(repo / "data/filtered/rejected.jsonl")) == f["rejected"]
     assert metrics(repo, "generate")["llm"]["calls"] > 0
+
+
+def test_pack_outputs(repo):
+    m = metrics(repo, "pack")
+    assert m["conversations"] == metrics(repo, "filter")["kept"] and m["rows_train"] >= 1 and m["rows_valid"] >= 1
+    o = m["overlong"]  # the tiny profile packs to 512: some sample conversations are longer
+    assert o["count"] > 0 and o["count"] == o["truncated"] + o["dropped"] + o["dropped_no_labels"]
+    rows = [json.loads(line) for line in (repo / "data/packed/train.jsonl").read_text().splitlines()]
+    assert len(rows) == m["rows_train"] and all(len(r["input_ids"]) <= 512 for r in rows)
+    shown = json.loads(dvc(repo, "plots", "show", "--json", "metrics/pack_lengths.csv", check=False).stdout)
+    assert shown["data"]["metrics/pack_lengths.csv"][0]["type"] == "vega"  # the length histogram renders
 
 
 def test_filter_param_reruns_only_filter_without_llm_calls(repo):
