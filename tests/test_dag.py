@@ -83,3 +83,18 @@ def test_fetch_param_reruns_downstream(repo):
     set_param(repo, "fetch.seed", 7)
     proc = dvc(repo, "repro")
     assert ran_stages(proc)[0] == "fetch" and "base_model" not in ran_stages(proc), proc.stdout
+
+
+def test_train_param_never_reevaluates_the_base(repo):
+    set_param(repo, "train.learning_rate", 5.0e-4)
+    proc = dvc(repo, "repro")
+    ran = ran_stages(proc)
+    assert {"train", "merge", "evaluate_finetuned"} <= set(ran), proc.stdout
+    assert "evaluate_base" not in ran and "fetch" not in ran, proc.stdout
+    shown = next(iter(json.loads(dvc(repo, "metrics", "show", "--json").stdout).values()))["data"]
+    for name in ("base", "finetuned"):
+        hotpot = shown[f"metrics/eval_{name}.json"]["data"]["hotpotqa"]
+        assert {"recall", "containing_accuracy", "em", "f1"} <= set(hotpot)
+        assert hotpot["recall"]["n"] == 3
+    assert "squad_v2" in shown["metrics/compare.json"]["data"]
+    assert "metrics/retrieval.json" in shown
