@@ -30,9 +30,11 @@ RETRIEVE_TOOL = {
         "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "what to look up"}}, "required": ["query"]},
     },
 }
-# For base models without a chat template (e.g. Mistral-7B-v0.1): ChatML, set by params.
+# For base models without a chat template (e.g. Mistral-7B-v0.1): ChatML-style role markers, but
+# each turn ends with the model's own end-of-sequence token, so a model that has no <|im_end|>
+# token still learns to stop (the markers are ordinary text to it).
 CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}{{ eos_token }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)

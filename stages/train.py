@@ -61,7 +61,7 @@ class TrainParams(BaseModel):
     bf16: bool = False
     tf32: bool = False  # GPU only: ignored (with a note) on CPU
     seed: int = 0
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = "sdpa"
+    attn_implementation: Literal["sdpa", "sdpa_varlen", "eager", "flash_attention_2", "flex_attention"] = "sdpa_varlen"  # sdpa_varlen: per-segment sdpa (stages/attention.py), fastest on CPU
     logging_steps: int = Field(1, gt=0)
     eval_steps: int | None = Field(None, gt=0)  # null: evaluate once, at the end
     save_steps: int = Field(50, gt=0)
@@ -257,6 +257,10 @@ def load_model(p: TrainParams, base: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    if p.attn_implementation == "sdpa_varlen":
+        from stages import attention
+
+        attention.register()
     kwargs = {"attn_implementation": p.attn_implementation}
     if p.mode == "qlora":
         from transformers import BitsAndBytesConfig

@@ -2,6 +2,7 @@
 whole and once; a packed batch gives the same logits and loss as each conversation alone (and the
 traps that break that); the stage's outputs and metrics."""
 
+import bisect
 import csv
 import json
 import math
@@ -85,22 +86,24 @@ def test_labels_are_exactly_the_assistant_turns(tok, records, template):
 
 
 def reference_bfd(lengths, max_len):
-    """Textbook best-fit decreasing, to check the TRL-based binning against."""
-    free = []
+    """Textbook best-fit decreasing (sorted free spaces), to check the TRL-based binning against."""
+    free, bins = [], 0
     for n in sorted(lengths, reverse=True):
-        fits = [i for i, f in enumerate(free) if f >= n]
-        if fits:
-            best = min(fits, key=lambda i: free[i])
-            free[best] -= n
+        i = bisect.bisect_left(free, n)  # the smallest free space that fits
+        if i < len(free):
+            space = free.pop(i)
         else:
-            free.append(max_len - n)
-    return len(free)
+            space, bins = max_len, bins + 1
+        if space > n:
+            bisect.insort(free, space - n)
+    return bins
 
 
-@pytest.mark.parametrize("max_len", [128, 700, 1024, 2048])
-def test_bfd_bins(max_len, examples):
-    rng = random.Random(max_len)
-    lengths = [rng.randint(1, max_len) if rng.random() < 0.2 else rng.randint(1, max_len // 3) for _ in range(400)]
+@pytest.mark.parametrize("max_len, n", [(128, 400), (700, 400), (1024, 400), (2048, 400), (1024, 2500)])
+def test_bfd_bins(max_len, n, examples):
+    """n > 1000 too: datasets.map would otherwise hand TRL batches of 1,000 to pack separately."""
+    rng = random.Random(max_len + n)
+    lengths = [rng.randint(1, max_len) if rng.random() < 0.2 else rng.randint(1, max_len // 3) for _ in range(n)]
     if max_len >= 1024:  # and the real conversation lengths
         lengths += [len(ex["input_ids"]) for ex in examples]
     bins = bfd_bins(lengths, max_len)
