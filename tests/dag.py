@@ -24,7 +24,8 @@ def merge(base: dict, over: dict) -> dict:
 
 def tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+    # the committed baseline (dvc.lock, metrics/) belongs to the default params, not to a profile
+    return [f for f in out.splitlines() if (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("metrics/")]
 
 
 def make_repo(dst: Path, profile: str = "tiny") -> Path:

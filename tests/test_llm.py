@@ -260,10 +260,7 @@ def test_sampling_is_reproducible_per_sample(tmp_path, tiny_tok):
 
 
 @pytest.mark.slow
-def test_base_model_answers(tmp_path):
-    base = ROOT / "models" / "base"
-    if not (base / "config.json").is_file():
-        pytest.skip("models/base not built (dvc repro base_model)")
-    llm = LLM(LLMParams(backend="transformers", model=str(base), cache_dir=str(tmp_path), max_new_tokens=24))
+def test_base_model_answers(tmp_path, smollm2):
+    llm = LLM(LLMParams(backend="transformers", model=str(smollm2), cache_dir=str(tmp_path), max_new_tokens=24))
     [out] = llm.complete([Request.chat([{"role": "user", "content": "What is the capital of France?"}], 0.0)])
     assert "Paris" in out.text and math.isclose(llm.stats["cost_usd"], 0.0)

@@ -231,7 +231,7 @@ def test_bad_rows_and_params_fail_clearly(world, tmp_path):
 
 def test_repo_params_validate():
     p = validate(TrainParams, load_yaml(ROOT / "params.yaml").get("train", {}), "train")
-    assert p.mode == "lora" and p.max_tokens
+    assert p.mode == "lora" and p.num_train_epochs == 3 and p.max_tokens is None
     gpu = validate(TrainParams, load_yaml(ROOT / "params" / "gpu.yaml").get("train", {}), "train")
     assert gpu.bf16 and gpu.lora.r == 16
 
