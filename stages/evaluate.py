@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from stages import agent, metrics, render
-from stages.filter import FilterParams, abstains
 from stages.io import StageError, atomic_path, load_yaml, read_records, validate, write_json
 from stages.retrieval import RetrieveParams, Retriever, indexer
 from stages.schema import Record
+from stages.textnorm import abstains
 
 
 class EvalSet(BaseModel):
@@ -127,18 +127,17 @@ def score_hotpot(rows: list[dict], p: EvaluateParams) -> dict:
     }
 
 
-def squad_prediction(row: dict, fp: FilterParams) -> str | None:
+def squad_prediction(row: dict) -> str | None:
     """The answer string scored for SQuAD v2: the short answer, "" for an abstention, None if unparsable."""
     if row["answer"] is None:
         return None
     if row["short_answer"] not in (None, "", "none"):
         return row["short_answer"]
-    return "" if abstains(row["answer"], fp) else row["answer"]
+    return "" if abstains(row["answer"]) else row["answer"]
 
 
 def score_squad(rows: list[dict], p: EvaluateParams) -> dict:
-    fp = FilterParams()
-    preds = [squad_prediction(r, fp) for r in rows]
+    preds = [squad_prediction(r) for r in rows]
     golds = [r["gold"] for r in rows]
     for r, pred, g in zip(rows, preds, golds):
         r["prediction"] = pred

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stages.io import load_yaml, read_records, validate, write_json, write_record_dir
 from stages.schema import Record
-from stages.textnorm import contains, normalize_answer
+from stages.textnorm import ABSTAIN_PHRASES, abstains, contains, normalize_answer
 
 
 class FilterParams(BaseModel):
@@ -33,13 +33,8 @@ class FilterParams(BaseModel):
 
     max_chars: dict[str, int] = Field(default_factory=lambda: {"question": 500, "paragraph": 6000, "thought": 2000, "answer": 2000, "final_answer": 2000, "summary": 2000})
     coreference_words: list[str] = Field(default_factory=lambda: ["this", "these", "that", "those", "they", "them", "it", "its", "the former", "the latter", "the two", "each other"])
-    abstain_phrases: list[str] = Field(default_factory=lambda: ["cannot be answered", "cannot answer", "can't answer", "can not answer", "unable to answer", "not enough information", "does not mention", "does not contain", "does not provide", "no information"])
+    abstain_phrases: list[str] = Field(default_factory=lambda: list(ABSTAIN_PHRASES))
     near_duplicate_jaccard: float = Field(0.85, gt=0, le=1)
-
-
-def abstains(text: str, p: FilterParams) -> bool:
-    t = text.lower()
-    return any(ph in t for ph in p.abstain_phrases)
 
 
 def gold_agrees(answer: str, golds: list[str]) -> bool:
@@ -89,17 +84,17 @@ def check(r: Record, p: FilterParams) -> tuple[str, str] | None:
     if golds is not None:  # gold answers from a source
         answer = r.final_answer
         if r.answerable and golds:
-            if abstains(answer, p):
+            if abstains(answer, p.abstain_phrases):
                 return "abstains_on_answerable", "final_answer abstains"
             if not gold_agrees(answer, golds):
                 return "disagrees_with_gold", f"final_answer lacks {golds[0]!r}"
             for k, sq in enumerate(r.sub_questions):
                 if sq.short_answer and r.multihop:
-                    if abstains(sq.answer, p):
+                    if abstains(sq.answer, p.abstain_phrases):
                         return "abstains_on_answerable", f"sub_questions[{k}].answer abstains"
                     if not gold_agrees(sq.answer, [sq.short_answer]):
                         return "disagrees_with_gold", f"sub_questions[{k}].answer lacks {sq.short_answer!r}"
-        elif not r.answerable and not abstains(answer, p):
+        elif not r.answerable and not abstains(answer, p.abstain_phrases):
             return "answers_unanswerable", "final_answer does not abstain"
     return None
 

@@ -19,3 +19,13 @@ def contains(text: str, answer: str) -> bool:
     """Whether the normalised answer occurs in the normalised text as whole words."""
     a, t = normalize_answer(answer), normalize_answer(text)
     return bool(a) and f" {a} " in f" {t} "
+
+
+# Phrases that mark an answer as an abstention ("cannot be answered from this knowledge").
+ABSTAIN_PHRASES = ("cannot be answered", "cannot answer", "can't answer", "can not answer", "unable to answer", "not enough information", "does not mention", "does not contain", "does not provide", "no information")
+
+
+def abstains(text: str, phrases: tuple[str, ...] | list[str] = ABSTAIN_PHRASES) -> bool:
+    """Whether the text says the question cannot be answered."""
+    t = text.lower()
+    return any(ph in t for ph in phrases)
