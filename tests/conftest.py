@@ -30,3 +30,14 @@ def smollm2():
     if not (out / "model.safetensors").is_file():
         build(BaseModelParams(), out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny training runs: steps of a few ms, where 1 torch thread beats 2 (and a busy machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,14 +17,7 @@ FAST = {"learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

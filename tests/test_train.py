@@ -27,19 +27,11 @@ from stages.train import (
 from tests.conftest import ROOT
 from tests.tiny_lm import END, MARK, VOCAB, make_base, write_packed
 
-# tiny runs: steps of a few ms, where 1 thread beats 2 (and a busy machine)
 FAST = {"mode": "lora", "learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 5,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
