@@ -216,6 +216,16 @@ def launch_command(p: TrainParams, stage_args: list[str]) -> list[str]:
 # ---------------------------------------------------------------- environment checks
 
 
+def _needs_gpu_package(cuda: bool, param: str, value: str, module: str, package: str, cpu_hint: str) -> None:
+    """`param: value` needs a CUDA GPU and `package` (the gpu extra): refuse clearly otherwise."""
+    import importlib.util
+
+    if not cuda:
+        raise StageError(f"param '{param}': {value} needs a CUDA GPU{cpu_hint}")
+    if importlib.util.find_spec(module) is None:
+        raise StageError(f"param '{param}': {value} needs {package} (pip install -e .[gpu])")
+
+
 def check_environment(p: TrainParams) -> dict:
     """Refuse what this machine cannot do, with the param to change; returns notes."""
     import torch
@@ -223,23 +233,13 @@ def check_environment(p: TrainParams) -> dict:
     cuda = torch.cuda.is_available()
     notes = {}
     if p.mode == "qlora":
-        if not cuda:
-            raise StageError("param 'train.mode': qlora needs a CUDA GPU (bitsandbytes 4-bit); use mode lora on CPU")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise StageError("param 'train.mode': qlora needs bitsandbytes (pip install -e .[gpu])") from None
+        _needs_gpu_package(cuda, "train.mode", "qlora", "bitsandbytes", "bitsandbytes", " (bitsandbytes 4-bit); use mode lora on CPU")
     if p.bf16 and not (cuda and torch.cuda.is_bf16_supported()):
         raise StageError("param 'train.bf16': bf16 needs a GPU that supports it; set train.bf16 false on this machine")
     if p.tf32 and not cuda:
         notes["tf32"] = "ignored: no CUDA GPU"
     if p.attn_implementation == "flash_attention_2":
-        if not cuda:
-            raise StageError("param 'train.attn_implementation': flash_attention_2 needs a CUDA GPU; use sdpa")
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
-            raise StageError("param 'train.attn_implementation': flash_attention_2 needs flash-attn (pip install -e .[gpu])") from None
+        _needs_gpu_package(cuda, "train.attn_implementation", "flash_attention_2", "flash_attn", "flash-attn", "; use sdpa")
     if p.num_gpus > 1 and torch.cuda.device_count() < p.num_gpus:
         raise StageError(f"param 'train.num_gpus': {p.num_gpus} GPUs asked, {torch.cuda.device_count()} found")
     if p.deepspeed:
