@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stages import agent  # noqa: E402
-from stages.io import read_records  # noqa: E402
-from stages.sources import hotpotqa  # noqa: E402
+from qa_forge.core.io import read_records
+from qa_forge.data.sources import hotpotqa
+from qa_forge.eval import agent, engines
 
 
 def questions(n: int):
@@ -63,18 +63,31 @@ def main() -> None:
         from transformers import AutoConfig
 
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(a.model), dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(a.model), dtype=torch.bfloat16 if device == "cuda" else torch.float32
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
     model = model.to(device).eval()
     records, source = questions(a.n)
-    modes = {"batched_reuse": dict(batch_size=a.batch, reuse_cache=True), "one_at_a_time_reencode": dict(batch_size=1, reuse_cache=False)}
-    result = {"questions": len(records), "source": source, "reply_tokens": a.tokens, "forced_retrieve_calls": a.forced, "batch": a.batch,
-              "model": "random SmolLM2-shaped" if a.random else a.model, "device": device, "modes": {}}
+    modes = {
+        "batched_reuse": {"batch_size": a.batch, "reuse_cache": True},
+        "one_at_a_time_reencode": {"batch_size": 1, "reuse_cache": False},
+    }
+    result = {
+        "questions": len(records),
+        "source": source,
+        "reply_tokens": a.tokens,
+        "forced_retrieve_calls": a.forced,
+        "batch": a.batch,
+        "model": "random SmolLM2-shaped" if a.random else a.model,
+        "device": device,
+        "modes": {},
+    }
     replies = {}
     for name, kw in modes.items():
         convs = conversations(records)
-        engine = agent.TransformersEngine(model, tok, max_new_tokens=a.tokens, fixed_length=True, **kw)
+        engine = engines.TransformersEngine(model, tok, max_new_tokens=a.tokens, fixed_length=True, **kw)
         start = time.perf_counter()
         agent.run(engine, convs, max_calls=a.forced + 1, forced_calls=a.forced)
         seconds = time.perf_counter() - start
@@ -85,8 +98,12 @@ def main() -> None:
     result["speedup"] = round(m["batched_reuse"]["questions_per_s"] / m["one_at_a_time_reencode"]["questions_per_s"], 3)
     result["same_final_reply"] = sum(x == y for x, y in zip(*replies.values()))
     result["target_speedup_cpu"] = 1.5
-    result["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
+    result["machine"] = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

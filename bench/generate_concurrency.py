@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.io import write_json
-from stages.llm import LLM, LLMParams, Request
+from qa_forge.core.io import write_json
+from qa_forge.llm import LLM, Request
+from tests.params import params
 
 TARGET_SPEEDUP = 12.0
 
@@ -33,7 +34,9 @@ def run_once(url: str, n: int, concurrency: int) -> float:
     """Seconds to complete n distinct requests with a fresh cache."""
     reqs = [Request.chat([{"role": "user", "content": f"bench question {i}"}], 0.0, max_tokens=32) for i in range(n)]
     with tempfile.TemporaryDirectory() as cache:
-        llm = LLM(LLMParams(backend="openai", model="test-model", base_url=url, api_key_env=None, concurrency=concurrency, cache_dir=cache))
+        llm = LLM(
+            params("llm", backend="openai", model="test-model", base_url=url, api_key_env=None, concurrency=concurrency, cache_dir=cache)
+        )
         start = time.perf_counter()
         out = llm.complete(reqs, desc=f"concurrency {concurrency}")
         seconds = time.perf_counter() - start
@@ -50,8 +53,9 @@ def main() -> None:
     a = ap.parse_args()
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", "--latency", str(a.latency)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.llm_server", "--latency", str(a.latency)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         url = server.stdout.readline().strip()
         run_once(url, 4, 4)  # warm up: imports, connection setup
@@ -72,8 +76,10 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
     }
     write_json(a.out, result)
-    print(f"{a.n} requests, {a.latency * 1000:.0f} ms latency: concurrency 1 {rps[1]:.2f} req/s, 16 {rps[16]:.2f} req/s, "
-          f"speed-up {result['speedup']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x) -> {a.out.relative_to(ROOT)}")
+    print(
+        f"{a.n} requests, {a.latency * 1000:.0f} ms latency: concurrency 1 {rps[1]:.2f} req/s, 16 {rps[16]:.2f} req/s, "
+        f"speed-up {result['speedup']:.1f}x (target >= {TARGET_SPEEDUP:.0f}x) -> {a.out.relative_to(ROOT)}"
+    )
     if result["speedup"] < TARGET_SPEEDUP:
         sys.exit(f"speed-up {result['speedup']:.1f}x is below the {TARGET_SPEEDUP:.0f}x target")
 

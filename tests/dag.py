@@ -11,15 +11,9 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT
+from tests.params import merge
 
 BIN = Path(sys.executable).parent
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def tracked_files() -> list[str]:

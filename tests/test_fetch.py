@@ -7,17 +7,20 @@ import sys
 import pytest
 import yaml
 
-from stages.fetch import FetchParams, fetch
-from stages.io import read_records
+from qa_forge.data.fetch import FetchParams, fetch
+from qa_forge.core.io import read_records
 from tests.conftest import ROOT
+from tests.params import raw
 
 
 def run_fetch(tmp_path, fetch_params: dict):
+    """The fetch stage on params.yaml's fetch settings with `fetch_params` instead of its sources."""
+    base = {k: v for k, v in raw("fetch").items() if k not in ("train", "eval")}
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"fetch": fetch_params}))
+    params.write_text(yaml.safe_dump({"fetch": {**base, "train": {}, "eval": {}, **fetch_params}}))
     out, metrics = tmp_path / "out", tmp_path / "metrics.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "stages", "fetch", "--params", str(params), "--out", str(out), "--metrics", str(metrics)],
+        [sys.executable, "-m", "qa_forge", "fetch", "--params", str(params), "--out", str(out), "--metrics", str(metrics)],
         cwd=ROOT, capture_output=True, text=True,
     )
     return proc, out, metrics
@@ -26,6 +29,8 @@ def run_fetch(tmp_path, fetch_params: dict):
 def shared_params(shared):
     return {
         "seed": 3,
+        "answers_path": str(ROOT / raw("fetch")["answers_path"]),
+        "unanswerable_answer": raw("fetch")["unanswerable_answer"],
         "train": {
             "squad_v2": {"path": str(shared / "squad_v2/train_11articles.json"), "answerable": 40, "unanswerable": 24},
             "boolq": {"path": str(shared / "boolq/boolq_1491.jsonl"), "n": 16},
@@ -143,4 +148,6 @@ def test_failure_keeps_previous_output(tmp_path):
 
 def test_hub_offline_error_is_clear(tmp_path):
     proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": {"hub": "google/boolq"}}})
+    assert_failed(proc, out, metrics, "param 'fetch.train.boolq'", "a hub source needs 'split'")
+    proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": {"hub": "google/boolq", "split": "train"}}})
     assert_failed(proc, out, metrics, "hub:google/boolq[train]: cannot load")

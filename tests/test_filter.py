@@ -2,10 +2,11 @@
 
 import pytest
 
-from stages.filter import FilterParams, check, filter_records
-from stages.schema import Origin, Record, SubQuestion
+from qa_forge.data.filter import check, filter_records
+from qa_forge.core.records import Origin, Record, SubQuestion
+from tests.params import params as section
 
-P = FilterParams()
+P = section("filter")
 M = Origin(kind="model", model="m", temperature=0.0)
 
 

@@ -10,13 +10,15 @@ import sys
 import pytest
 import yaml
 
-import stages.llm as llm_mod
-from stages import generate, regenerate
-from stages.fetch import FetchParams, fetch
-from stages.filter import FilterParams, filter_records
-from stages.llm import LLM, LLMParams
+import qa_forge.llm.backends as llm_mod
+from qa_forge.data import generate, regenerate
+from qa_forge.data.fetch import FetchParams, fetch
+from qa_forge.data.filter import filter_records
+from qa_forge.llm import LLM, LLMParams
 from tests.conftest import ROOT
 from tests.llm_server import LLMServer
+from tests.params import params as section
+from tests.params import raw
 
 ENTITIES = [("Lake Baikal", "Lake Tanganyika", "maximum depth"), ("Danube", "Rhine", "length"), ("Oxford", "Cambridge", "year founded"), ("Mount Fuji", "Mount Etna", "height")]
 
@@ -82,19 +84,20 @@ def server():
 
 
 def params(server, tmp_path) -> LLMParams:
-    return LLMParams(backend="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path / "cache"), timeout_s=5.0, concurrency=4)
+    return section("llm", backend="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path / "cache"), timeout_s=5.0, concurrency=4)
 
 
 def gen_params(tmp_path) -> generate.GenerateParams:
     docs = tmp_path / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "water.txt").write_text((ROOT / "data/documents/water_cycle.txt").read_text())
-    return generate.GenerateParams(entities={"n": 4}, attributes={"n": 1}, documents={"folder": str(docs), "max_chunks": 1, "roles": ["a child"]})
+    return section("generate", entities={"n": 4}, attributes={"n": 1},
+                   documents={"folder": str(docs), "chunk_tokens": 256, "max_chunks": 1, "max_facts": 3, "roles": ["a child"]})
 
 
 def fetched():
     s = "data/samples/"
-    p = FetchParams(train={
+    p = FetchParams(seed=0, unanswerable_answer=raw("fetch")["unanswerable_answer"], eval={}, train={
         "squad_v2": {"path": str(ROOT / s / "squad_v2_train.json")},       # no answers: generator 3 writes them
         "boolq": {"path": str(ROOT / s / "boolq_train.jsonl")},
         "musique": {"path": str(ROOT / s / "musique_train.jsonl")},
@@ -112,7 +115,7 @@ def run_all(server, tmp_path):
         "sources": generate.gen_answers(llm, fetched(), p, "test-model"),
         "documents": generate.gen_documents(llm, p, generate.rng_for(p, "documents")),
     }
-    regen = {k: regenerate.regenerate(llm, v, regenerate.RegenerateParams())[0] for k, v in out.items()}
+    regen = {k: regenerate.regenerate(llm, v, section("regenerate"))[0] for k, v in out.items()}
     return llm, out, regen
 
 
@@ -131,7 +134,7 @@ def test_pipeline_end_to_end(server, tmp_path):
     assert sq0.answer_origin.kind == "model" and sq0.answer_origin.temperature == 0.0
     assert all(r.final_answer for r in regen["sources"])
 
-    kept, rejected, report = filter_records([r for v in regen.values() for r in v], FilterParams())
+    kept, rejected, report = filter_records([r for v in regen.values() for r in v], section("filter"))
     reasons = report["reasons"]
     assert reasons["format"] == 1 and reasons["coreference"] == 1 and reasons["entity_not_named"] == 1
     assert reasons["disagrees_with_gold"] >= 1
@@ -151,7 +154,7 @@ def test_pipeline_end_to_end(server, tmp_path):
 def test_dry_run_calls_nothing(server, tmp_path):
     p = tmp_path / "params.yaml"
     fetched_path = tmp_path / "train.jsonl"
-    from stages.io import write_records
+    from qa_forge.core.io import write_records
 
     write_records(fetched_path, fetched())
     p.write_text(yaml.safe_dump({
@@ -159,7 +162,7 @@ def test_dry_run_calls_nothing(server, tmp_path):
         "generate": gen_params(tmp_path).model_dump(mode="json"),
     }))
     out = tmp_path / "gen"
-    proc = subprocess.run([sys.executable, "-m", "stages", "generate", "--params", str(p), "--fetched", str(fetched_path), "--out", str(out), "--dry-run"],
+    proc = subprocess.run([sys.executable, "-m", "qa_forge", "generate", "--params", str(p), "--fetched", str(fetched_path), "--out", str(out), "--dry-run"],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert server.n_requests == 0 and not out.exists()

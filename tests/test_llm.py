@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import stages.llm as llm_mod
-from stages.io import StageError
-from stages.llm import LLM, CostCapReached, LLMParams, Request
+import qa_forge.llm.backends as llm_mod
+from qa_forge.core.io import UserError
+from qa_forge.llm import LLM, CostCapReached, LLMParams, Request
 from tests.llm_server import LLMServer
+from tests.params import params
 
 ROOT = Path(__file__).resolve().parents[1]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -26,7 +27,7 @@ def questions(n: int, **kw) -> list[Request]:
 
 
 def api(server: LLMServer, tmp_path: Path, **kw) -> LLMParams:
-    return LLMParams(**{"backend": "openai", "model": "test-model", "base_url": server.url, "cache_dir": str(tmp_path / "cache"),
+    return params("llm", **{"backend": "openai", "model": "test-model", "base_url": server.url, "cache_dir": str(tmp_path / "cache"),
                         "timeout_s": 5.0, **kw})
 
 
@@ -63,9 +64,10 @@ def test_duplicates_in_one_call_are_paid_once(server, tmp_path):
 
 KILLED_RUN = """
 import json, sys
-from stages.llm import LLM, LLMParams
+from qa_forge.llm import LLM
+from tests.params import params
 from tests.test_llm import questions
-LLM(LLMParams(**json.loads(sys.argv[1]))).complete(questions(int(sys.argv[2])))
+LLM(params("llm", **json.loads(sys.argv[1]))).complete(questions(int(sys.argv[2])))
 """
 
 
@@ -118,7 +120,7 @@ def test_retry_after_is_honoured(monkeypatch, tmp_path):
 
 def test_client_error_stops_with_model_and_status(tmp_path):
     with LLMServer(fault_rate=1.0, faults=("400",)) as server:
-        with pytest.raises(StageError, match=r"model 'test-model'.*HTTP 400"):
+        with pytest.raises(UserError, match=r"model 'test-model'.*HTTP 400"):
             LLM(api(server, tmp_path)).complete(questions(3))
         assert server.n_requests <= 3  # not retried
 
@@ -178,12 +180,12 @@ def test_api_key_comes_from_env_and_is_never_stored(server, tmp_path, monkeypatc
 
 
 def test_identity_names(tmp_path):
-    assert LLM(LLMParams(backend="openai", model="gpt-x", cache_dir=str(tmp_path))).identity == "openai:api.openai.com:gpt-x"
-    p = LLMParams(backend="openai", model="m", base_url="http://127.0.0.1:8000/v1", cache_dir=str(tmp_path))
+    assert LLM(params("llm", backend="openai", model="gpt-x", cache_dir=str(tmp_path))).identity == "openai:api.openai.com:gpt-x"
+    p = params("llm", backend="openai", model="m", base_url="http://127.0.0.1:8000/v1", cache_dir=str(tmp_path))
     assert LLM(p).identity == "openai:http://127.0.0.1:8000/v1:m"
-    assert LLM(LLMParams(backend="vllm", model="org/some-model", cache_dir=str(tmp_path))).identity == "hub:org/some-model"
-    with pytest.raises(StageError, match="no weight files"):
-        _ = LLM(LLMParams(model=str(tmp_path), cache_dir=str(tmp_path / "c"))).identity
+    assert LLM(params("llm", backend="vllm", model="org/some-model", cache_dir=str(tmp_path))).identity == "hub:org/some-model"
+    with pytest.raises(UserError, match="no weight files"):
+        _ = LLM(params("llm", model=str(tmp_path), cache_dir=str(tmp_path / "c"))).identity
 
 
 # --- tiny local models (transformers backend) --------------------------------------------------
@@ -219,7 +221,7 @@ def save_tiny(path: Path, tok, seed: int) -> Path:
 
 
 def local(path: Path, cache: Path, **kw) -> LLMParams:
-    return LLMParams(**{"backend": "transformers", "model": str(path), "cache_dir": str(cache), "max_new_tokens": 8, **kw})
+    return params("llm", **{"backend": "transformers", "model": str(path), "cache_dir": str(cache), "max_new_tokens": 8, **kw})
 
 
 def test_changed_local_model_misses_the_cache(tmp_path, tiny_tok):
@@ -261,6 +263,6 @@ def test_sampling_is_reproducible_per_sample(tmp_path, tiny_tok):
 
 @pytest.mark.slow
 def test_base_model_answers(tmp_path, smollm2):
-    llm = LLM(LLMParams(backend="transformers", model=str(smollm2), cache_dir=str(tmp_path), max_new_tokens=24))
+    llm = LLM(params("llm", backend="transformers", model=str(smollm2), cache_dir=str(tmp_path), max_new_tokens=24))
     [out] = llm.complete([Request.chat([{"role": "user", "content": "What is the capital of France?"}], 0.0)])
     assert "Paris" in out.text and math.isclose(llm.stats["cost_usd"], 0.0)

@@ -7,14 +7,15 @@ import shutil
 
 import pytest
 
-from stages.io import StageError, load_yaml, validate
-from stages.merge import MergeParams, merge
-from stages.train import TrainParams, train
+from qa_forge.core.io import UserError, load_yaml, validate
+from qa_forge.models.merge import MergeParams, merge
+from qa_forge.training.recipe import finetune as train
 from tests.conftest import ROOT
+from tests.params import params as section
 from tests.tiny_lm import MARK, make_base, packed_rows, write_packed
 
 FAST = {"learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "logging_steps": 5, "save_steps": 50,
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+        "num_train_epochs": 1, "eval_steps": None, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,13 +29,13 @@ def world(tmp_path_factory):
 
 def trained(world, mode: str, steps: int):
     d = world["dir"] / mode
-    p = TrainParams(**FAST, mode=mode, max_steps=steps, checkpoint_dir=str(world["dir"] / "ckpt"))
+    p = section("train", **FAST, mode=mode, max_steps=steps, checkpoint_dir=str(world["dir"] / "ckpt"))
     train(p, world["packed"], world["base"], d / "trained", d / "metrics")
     return d / "trained"
 
 
 def batch():
-    from stages.collate import collate
+    from qa_forge.training.collate import collate
 
     return collate(packed_rows(2, seed=99), pad_id=2)
 
@@ -60,7 +61,7 @@ def test_lora_merge_matches_the_adapter(world):
 
     adapter = trained(world, "lora", 40)
     out = world["dir"] / "merged"
-    info = merge(MergeParams(dtype="float32"), world["base"], adapter, out)
+    info = merge(section("merge", dtype="float32"), world["base"], adapter, out)
     assert info["mode"] == "lora" and not out.with_name("merged.tmp").exists()
     assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file() and not (out / "adapter_config.json").exists()
 
@@ -86,7 +87,7 @@ def test_merge_in_bfloat16(world):
 
     adapter = trained(world, "lora", 40)  # same run: resumes at its end, trains nothing
     out = world["dir"] / "merged_bf16"
-    merge(MergeParams(dtype="bfloat16"), world["base"], adapter, out)
+    merge(section("merge", dtype="bfloat16"), world["base"], adapter, out)
     assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
 
 
@@ -98,7 +99,7 @@ def test_qlora_adapter_merges_onto_the_unquantised_base(world):
     shutil.copytree(adapter, q, dirs_exist_ok=True)
     (q / "train_info.json").write_text(json.dumps({"mode": "qlora"}))
     out = world["dir"] / "merged_q"
-    assert merge(MergeParams(), world["base"], q, out)["mode"] == "qlora"
+    assert merge(section("merge"), world["base"], q, out)["mode"] == "qlora"
     model = AutoModelForCausalLM.from_pretrained(out)
     assert getattr(model.config, "quantization_config", None) is None
 
@@ -109,16 +110,16 @@ def test_full_fine_tuning_passes_through(world):
     full = trained(world, "full", 3)
     assert (full / "config.json").is_file() and not (full / "adapter_config.json").exists()
     out = world["dir"] / "merged_full"
-    assert merge(MergeParams(), world["base"], full, out)["mode"] == "full"
+    assert merge(section("merge"), world["base"], full, out)["mode"] == "full"
     b = batch()
     t, m = AutoModelForCausalLM.from_pretrained(full).eval(), AutoModelForCausalLM.from_pretrained(out).eval()
     assert (logits(t, b) - logits(m, b)).abs().max().item() == 0.0
 
 
 def test_bad_inputs_fail_clearly(world, tmp_path):
-    with pytest.raises(StageError, match="run the train stage first"):
-        merge(MergeParams(), world["base"], tmp_path, tmp_path / "out")
-    with pytest.raises(StageError, match="param 'merge.dtype'"):
+    with pytest.raises(UserError, match="run the train stage first"):
+        merge(section("merge"), world["base"], tmp_path, tmp_path / "out")
+    with pytest.raises(UserError, match="param 'merge.dtype'"):
         validate(MergeParams, {"dtype": "int8"}, "merge")
     assert validate(MergeParams, load_yaml(ROOT / "params.yaml")["merge"], "merge").dtype == "float32"
-    assert validate(MergeParams, load_yaml(ROOT / "params" / "gpu.yaml")["merge"], "merge").dtype == "bfloat16"
+    assert section("merge", **load_yaml(ROOT / "params" / "gpu.yaml")["merge"]).dtype == "bfloat16"

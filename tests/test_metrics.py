@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from stages import metrics as M
+from qa_forge.eval import metrics as M
+from qa_forge.retrieval import metrics as R
 
 # --- the seeds' HotpotQA metrics ----------------------------------------------------------------
 
@@ -122,12 +123,12 @@ def test_squad_v2_table():
 
 def test_recall_at_k_all_found_and_reciprocal_rank():
     ranked, gold = ["A", "B", "C", "D"], {"B", "D"}
-    assert [M.recall_at_k(ranked, gold, k) for k in (1, 2, 5)] == [0.0, 0.5, 1.0]
-    assert [M.all_found_at_k(ranked, gold, k) for k in (2, 4)] == [0.0, 1.0]
-    assert M.reciprocal_rank(ranked, gold) == 0.5
-    assert M.reciprocal_rank(ranked, {"E"}) == 0.0
+    assert [R.recall_at_k(ranked, gold, k) for k in (1, 2, 5)] == [0.0, 0.5, 1.0]
+    assert [R.all_found_at_k(ranked, gold, k) for k in (2, 4)] == [0.0, 1.0]
+    assert R.reciprocal_rank(ranked, gold) == 0.5
+    assert R.reciprocal_rank(ranked, {"E"}) == 0.0
     with pytest.raises(ValueError):
-        M.recall_at_k(ranked, set(), 1)
+        R.recall_at_k(ranked, set(), 1)
 
 
 # --- bootstrap ----------------------------------------------------------------------------------

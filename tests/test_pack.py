@@ -7,28 +7,33 @@ import csv
 import json
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 
-from stages.attention import register as register_varlen
-from stages.collate import collate, segments
-from stages.io import StageError
-from stages.pack import (
-    IGNORE,
-    PackParams,
+from qa_forge.training.attention import register as register_varlen
+from qa_forge.core.rows import IGNORE_INDEX as IGNORE
+from qa_forge.core.rows import segments
+from qa_forge.training.collate import collate
+from qa_forge.core.io import UserError
+from qa_forge.data.pack import (
     bfd_bins,
     encode,
     fit,
     greedy_bins,
     histogram,
     load_tokenizer,
-    main,
     pack,
-    run,
+    pack_records,
     split,
 )
-from stages.render import CHATML, end_of_turn_id, to_messages, tokenize_chat
+from qa_forge.chat.render import CHATML, end_of_turn_id, to_messages, tokenize_chat
+from tests.conftest import ROOT
+from tests.params import merge, raw
+from tests.params import params as section
 from tests.smollm2 import sample_records, save_tokenizer, tokenizer
 
 
@@ -316,11 +321,13 @@ def test_packed_equals_alone_gpu(packed_batch, impl):
 def test_stage_outputs_and_metrics(tmp_path, records):
     model = save_tokenizer(tmp_path / "model")
     params = tmp_path / "params.yaml"
-    params.write_text("pack:\n  max_seq_length: 512\n  valid_fraction: 0.2\n")
+    params.write_text(yaml.safe_dump({"pack": merge(raw("pack"), {"max_seq_length": 512, "valid_fraction": 0.2})}))
     recs = tmp_path / "kept.jsonl"
     recs.write_text("".join(r.model_dump_json() + "\n" for r in records))
     out, metrics, plot = tmp_path / "packed", tmp_path / "pack.json", tmp_path / "lengths.csv"
-    main(recs, model=model, params=params, out=out, metrics=metrics, plot=plot)
+    args = [str(recs), "--model", str(model), "--params", str(params), "--out", str(out), "--metrics", str(metrics), "--plot", str(plot)]
+    proc = subprocess.run([sys.executable, "-m", "qa_forge", "pack", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     m = json.loads(metrics.read_text())
     rows = {name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()] for name in ("train", "valid")}
     assert set(rows["train"][0]) == {"input_ids", "labels", "position_ids"}
@@ -345,13 +352,13 @@ def test_template_fallback_and_override(tmp_path, records):
     assert source == "chatml_fallback" and tok.chat_template == CHATML
     tok, source = load_tokenizer(model, "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
     assert source == "params"
-    _, m, _ = run(records[:6], tok, PackParams(max_seq_length=2048, valid_fraction=0.0), source)
+    _, m, _ = pack_records(records[:6], tok, section("pack", max_seq_length=2048, valid_fraction=0.0), source)
     assert m["chat_template"] == "params" and m["rows_valid"] == 0 and m["rows_train"] >= 1
 
 
 def test_no_training_conversation_left_is_an_error(tok, records):
-    with pytest.raises(StageError, match="no training conversation left"):
-        run(records[:4], tok, PackParams(max_seq_length=64, overlong="drop"))
+    with pytest.raises(UserError, match="no training conversation left"):
+        pack_records(records[:4], tok, section("pack", max_seq_length=64, overlong="drop"))
 
 
 def test_histogram_buckets():

@@ -4,19 +4,13 @@ ranking, prefixes, the embedding cache, recall@k / MRR on a hand-made set, and H
 import numpy as np
 import pytest
 
-from stages.io import StageError, validate
-from stages.retrieval import (
-    Index,
-    RetrieveParams,
-    Retriever,
-    RetrieverParams,
-    global_passages,
-    passage_text,
-    record_passages,
-    supporting_passages,
-)
-from stages.retrieve import score_source
-from stages.schema import Record, SubQuestion
+from qa_forge.core.io import UserError, validate
+from qa_forge.retrieval.index import Index, global_passages, record_passages, supporting_passages
+from qa_forge.retrieval.retriever import RetrieveParams, Retriever, passage_text
+from qa_forge.retrieval.score import score_source
+from qa_forge.core.records import Record, SubQuestion
+from tests.params import params as section
+from tests.params import retriever as retriever_params
 
 JAZZ = ("Jazz", "Jazz originated in the African-American communities of New Orleans, Louisiana, in the late 19th century.")
 PASTA = ("Pasta", "Pasta is a type of food made from wheat flour dough, cooked by boiling in water.")
@@ -34,7 +28,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def retriever(cache_dir):
-    return Retriever(RetrieverParams(cache_dir=str(cache_dir)))
+    return Retriever(retriever_params(cache_dir=str(cache_dir)))
 
 
 def spy_encode(monkeypatch, model) -> list[list[str]]:
@@ -79,7 +73,7 @@ def test_relevant_paragraph_ranks_first(retriever):
 
 
 def test_prefixes_reach_the_model(monkeypatch, tmp_path, retriever):
-    e5_like = Retriever(RetrieverParams(cache_dir=str(tmp_path), query_prefix="query: ", passage_prefix="passage: "))
+    e5_like = Retriever(retriever_params(cache_dir=str(tmp_path), query_prefix="query: ", passage_prefix="passage: "))
     calls = spy_encode(monkeypatch, e5_like.model)
     q = e5_like.encode_queries(["Where did jazz originate?"])
     p = e5_like.encode_passages([passage_text(*JAZZ)])
@@ -90,7 +84,7 @@ def test_prefixes_reach_the_model(monkeypatch, tmp_path, retriever):
 
 
 def test_embedding_cache_skips_the_model(monkeypatch, tmp_path):
-    params = RetrieverParams(cache_dir=str(tmp_path))
+    params = retriever_params(cache_dir=str(tmp_path))
     texts = [passage_text(*p) for p in (JAZZ, PASTA, VOLCANO, JAZZ)]
     first = Retriever(params)
     calls = spy_encode(monkeypatch, first.model)
@@ -161,14 +155,16 @@ def test_gold_sub_questions_are_scored(retriever):
 
 
 def test_params_errors_name_the_param():
-    with pytest.raises(StageError, match="retrieve.scope"):
+    with pytest.raises(UserError, match="retrieve.scope"):
         validate(RetrieveParams, {"scope": "everything"}, "retrieve")
-    p = validate(RetrieveParams, {"model": "minilm", "top_k": 3, "scope": "global"}, "retrieve")
-    assert p.retriever() == RetrieverParams(top_k=3)
+    with pytest.raises(UserError, match="retrieve.ks"):  # every value comes from params: none is filled in
+        validate(RetrieveParams, {**section("retrieve").model_dump(), "ks": None}, "retrieve")
+    p = section("retrieve", batch_size=7, scope="global")
+    assert p.retriever() == retriever_params(batch_size=7)
 
 
 def test_hotpotqa_dev_recall(shared, retriever):
-    from stages.sources import hotpotqa
+    from qa_forge.data.sources import hotpotqa
 
     path = shared / "hotpotqa" / "dev_277.json"
     if not path.is_file():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from stages.io import StageError, read_records, write_records
-from stages.schema import Origin, Record, SubQuestion
+from qa_forge.core.io import UserError, read_records, write_records
+from qa_forge.core.records import Origin, Record, SubQuestion
 
 
 def make() -> Record:
@@ -39,7 +39,7 @@ def test_bad_line_names_file_line_and_field(tmp_path):
     good = make().model_dump()
     bad = dict(good, sub_questions=[{"question": 3}])
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(StageError, match=r"r\.jsonl:2: field 'sub_questions\.0\.question'"):
+    with pytest.raises(UserError, match=r"r\.jsonl:2: field 'sub_questions\.0\.question'"):
         read_records(path)
 
 

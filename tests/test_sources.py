@@ -3,8 +3,8 @@
 import pytest
 from datasets import Dataset
 
-from stages.fetch import convert
-from stages.sources import loader
+from qa_forge.data.fetch import convert
+from qa_forge.data.sources import loader
 
 
 def load(shared, name, rel):

@@ -13,22 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from stages.io import StageError, load_yaml, validate
-from stages.train import (
-    CountingCollator,
-    PackedDataset,
-    TrainParams,
-    complete_checkpoints,
-    in_distributed_launch,
-    launch_command,
-    run_key,
-    train,
-)
+from qa_forge.core.io import UserError, load_yaml, validate
+from qa_forge.training.checkpoints import complete_checkpoints, run_key
+from qa_forge.training.data import CountingCollator, PackedDataset
+from qa_forge.training.launch import in_distributed_launch, launch_command
+from qa_forge.training.params import TrainParams
+from qa_forge.training.recipe import finetune as train
 from tests.conftest import ROOT
+from tests.params import params as section
 from tests.tiny_lm import END, MARK, VOCAB, make_base, write_packed
 
 FAST = {"mode": "lora", "learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 5,
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+        "num_train_epochs": 1, "eval_steps": None, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,7 +37,7 @@ def world(tmp_path_factory):
 
 
 def params(world, **over) -> TrainParams:
-    return TrainParams(**{**FAST, "checkpoint_dir": str(world["dir"] / "ckpt"), **over})
+    return section("train", **{**FAST, "checkpoint_dir": str(world["dir"] / "ckpt"), **over})
 
 
 class Steps:
@@ -115,8 +111,9 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from transformers import TrainerCallback
-from stages.io import load_yaml, validate
-from stages.train import TrainParams, train
+from qa_forge.core.io import load_yaml, validate
+from qa_forge.training.params import TrainParams
+from qa_forge.training.recipe import finetune as train
 
 class Slow(TrainerCallback):  # a long run, so the test can kill it midway
     def on_step_end(self, args, state, control, **kwargs):
@@ -204,37 +201,37 @@ def test_bad_rows_and_params_fail_clearly(world, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train.jsonl").write_text(json.dumps({"input_ids": [1, 2], "labels": [-100], "position_ids": [0, 1]}) + "\n")
-    with pytest.raises(StageError, match=r"train.jsonl:1: .*equal length"):
+    with pytest.raises(UserError, match=r"train.jsonl:1: .*equal length"):
         train(params(world), bad, world["base"], tmp_path / "o", tmp_path / "m")
-    with pytest.raises(StageError, match="file not found"):
+    with pytest.raises(UserError, match="file not found"):
         train(params(world), tmp_path / "none", world["base"], tmp_path / "o", tmp_path / "m")
-    with pytest.raises(StageError, match="param 'train.optimizer'"):
+    with pytest.raises(UserError, match="param 'train.optimizer'"):
         validate(TrainParams, {"optimizer": "sgd"}, "train")
-    with pytest.raises(StageError, match="param 'train.mode'"):
+    with pytest.raises(UserError, match="param 'train.mode'"):
         validate(TrainParams, {"mode": "prefix"}, "train")
     import torch
 
     if not torch.cuda.is_available():
-        with pytest.raises(StageError, match="qlora needs a CUDA GPU"):
+        with pytest.raises(UserError, match="qlora needs a CUDA GPU"):
             train(params(world, mode="qlora"), world["packed"], world["base"], tmp_path / "o", tmp_path / "m")
-        with pytest.raises(StageError, match="train.bf16"):
+        with pytest.raises(UserError, match="train.bf16"):
             train(params(world, bf16=True), world["packed"], world["base"], tmp_path / "o", tmp_path / "m")
 
 
 def test_repo_params_validate():
     p = validate(TrainParams, load_yaml(ROOT / "params.yaml").get("train", {}), "train")
     assert p.mode == "lora" and p.num_train_epochs == 3 and p.max_tokens is None
-    gpu = validate(TrainParams, load_yaml(ROOT / "params" / "gpu.yaml").get("train", {}), "train")
+    gpu = section("train", **load_yaml(ROOT / "params" / "gpu.yaml")["train"])
     assert gpu.bf16 and gpu.lora.r == 16
 
 
 def test_multi_gpu_launch_command(monkeypatch):
-    p = TrainParams(num_gpus=2, deepspeed="configs/deepspeed/zero2.json", bf16=True)
+    p = section("train", num_gpus=2, deepspeed="configs/deepspeed/zero2.json", bf16=True)
     cmd = launch_command(p, ["--params", "params.yaml", "--out", "models/trained"])
     assert cmd == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
                    "--use_deepspeed", "--deepspeed_config_file", "configs/deepspeed/zero2.json",
-                   "-m", "stages", "train", "--params", "params.yaml", "--out", "models/trained"]
-    assert "--multi_gpu" in launch_command(TrainParams(num_gpus=4), [])
+                   "-m", "qa_forge", "train", "--params", "params.yaml", "--out", "models/trained"]
+    assert "--multi_gpu" in launch_command(section("train", num_gpus=4), [])
     for name in ("zero2", "zero3"):
         cfg = json.loads((ROOT / "configs" / "deepspeed" / f"{name}.json").read_text())
         assert cfg["zero_optimization"]["stage"] == int(name[-1]) and cfg["train_micro_batch_size_per_gpu"] == "auto"

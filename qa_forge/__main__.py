@@ -1,0 +1,54 @@
+"""`qa-forge COMMAND [ARGS]`: one command for the project's DVC stages and for `ask`.
+
+A stage is a script in the project's `stages/` folder (the current folder's, as `dvc repro` runs
+it): `qa-forge fetch --out data/fetched` runs `stages/fetch.py`, and only the modules that stage
+imports are loaded, which keeps each stage's code deps exact. `ask` is part of the library.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+STAGES = Path("stages")
+
+
+def stage_scripts() -> dict[str, Path]:
+    """Command name (dashes for underscores) -> script, for every stages/*.py."""
+    return {p.stem.replace("_", "-"): p for p in sorted(STAGES.glob("*.py")) if not p.name.startswith("_")}
+
+
+def usage(scripts: dict[str, Path]) -> str:
+    lines = ["usage: qa-forge COMMAND [ARGS]  (qa-forge COMMAND --help)", "", "  ask            answer questions over your own .txt files"]
+    lines += [f"  {name:14} stage: {path}" for name, path in scripts.items()]
+    if not scripts:
+        lines.append(f"  (no {STAGES}/ folder here: run stages from the project's root)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from qa_forge.core.cli import run
+
+    scripts = stage_scripts()
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(usage(scripts))
+        return
+    name = sys.argv[1]
+    if name == "ask":
+        from qa_forge.eval.ask import main as ask
+
+        sys.argv = sys.argv[1:]
+        run(ask, prog="qa-forge ask")
+        return
+    if name not in scripts:
+        print(f"error: unknown command '{name}'\n\n{usage(scripts)}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"qa-forge {name}", *sys.argv[2:]]
+    # run_path executes the file without putting stages/ on sys.path (stages/evaluate.py must
+    # never shadow the `evaluate` package)
+    runpy.run_path(str(scripts[name]), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The agentic answer loop: the model calls `retrieve` as often as it needs (up to a cap), each call
+answered with the top-k paragraphs of that question's index, until it gives a final answer.
+
+An engine (`qa_forge.eval.engines`) produces the next assistant turn for a batch of conversations:
+`begin(group)`, `step(active) -> replies` (None: ran past the length limit), `end()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qa_forge.chat import render
+
+Search = Callable[[str], list[tuple[str | None, str]]]  # query -> [(title, text)] top-k
+
+
+@dataclass
+class Conversation:
+    qid: str
+    question: str
+    search: Search
+    messages: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    calls: int = 0
+    status: str = "running"  # answered | unparsable | hop_cap | length
+    final: render.FinalAnswer | None = None
+
+    def __post_init__(self):
+        if not self.messages:
+            self.messages = render.start(self.question)
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+
+def advance(conv: Conversation, reply: str, max_calls: int, native_tools: bool = False, forced_calls: int = 0) -> None:
+    """Apply one assistant reply: run its retrieve call, or take it as the final answer.
+    Scripted mode (benchmarks, tests): the first `forced_calls` replies count as retrieve(question)."""
+    parsed = render.parse_reply(reply)
+    if conv.calls < forced_calls:
+        parsed = render.ToolCall(conv.question, reply)
+    step = {"reply": reply}
+    conv.steps.append(step)
+    if isinstance(parsed, render.ToolCall):
+        if conv.calls >= max_calls:
+            conv.status = "hop_cap"
+            return
+        hits = conv.search(parsed.query)
+        conv.calls += 1
+        step.update(query=parsed.query, retrieved=[t for t, _ in hits])
+        # keep the model's own text (what the cache holds); native templates get the structured call
+        call = (
+            render.call_message(parsed.query, True, conv.calls - 1, content=parsed.content)
+            if native_tools
+            else {"role": "assistant", "content": reply}
+        )
+        conv.messages.append(call)
+        conv.messages.append(render.tool_message(hits, native_tools, conv.calls - 1))
+    elif isinstance(parsed, render.FinalAnswer):
+        conv.messages.append({"role": "assistant", "content": reply})
+        conv.final, conv.status = parsed, "answered"
+    else:
+        conv.status = "unparsable"
+
+
+def run(engine, convs: list[Conversation], max_calls: int, progress: Callable[[int], None] | None = None, forced_calls: int = 0) -> None:
+    """Drive every conversation to an end, `engine.batch_size` at a time."""
+    size = max(1, engine.batch_size)
+    for start in range(0, len(convs), size):
+        group = convs[start : start + size]
+        engine.begin(group)
+        while active := [c for c in group if not c.done]:
+            replies = engine.step(active)
+            for conv, reply in zip(active, replies):
+                if reply is None:  # ran past max_new_tokens or the context
+                    conv.steps.append({"reply": None})
+                    conv.status = "length"
+                else:
+                    advance(conv, reply, max_calls, forced_calls=forced_calls)
+        engine.end()
+        if progress:
+            progress(len(group))

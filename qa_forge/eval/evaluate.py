@@ -1,0 +1,169 @@
+"""The model answers each eval set's questions by calling retrieve as often as it needs; every
+prediction is kept with its steps and scored by the set's task (`tasks.TASKS`), each score with
+N and a 95 % bootstrap interval."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from qa_forge.chat import render
+from qa_forge.core.io import UserError, atomic_path, read_records
+from qa_forge.core.records import Record
+from qa_forge.eval import agent
+from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
+from qa_forge.eval.tasks import TASKS, Scoring, plot_rows, value
+from qa_forge.retrieval.index import indexer
+from qa_forge.retrieval.retriever import Retriever, RetrieverParams, Scope
+
+
+class EvalSet(BaseModel):
+    """`evaluate.sets.<name>`: a file of fetched records and how its retrieve tool searches."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    n: NonNegativeInt | None  # the first n questions (null: all)
+    scope: Scope  # question: the question's own paragraphs | global: every paragraph of the file
+    top_k: PositiveInt  # paragraphs per retrieve call
+
+
+class EvaluateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["transformers", "vllm", "openai"]
+    base_url: str | None  # openai: a server that serves the model (e.g. `vllm serve models/merged`)
+    api_key_env: str | None
+    served_model: str | None  # openai: the model name on that server
+    timeout_s: PositiveFloat  # openai: per request
+    max_retries: NonNegativeInt  # openai: the SDK's retries (429, 5xx, timeouts)
+    dtype: Literal["float32", "bfloat16", "float16"]
+    batch_size: int = Field(gt=0)
+    reuse_cache: bool
+    max_new_tokens: int = Field(gt=0)
+    max_length: int = Field(gt=0)
+    max_calls: int = Field(gt=0)  # retrieve calls allowed per question
+    abstain_phrases: list[str]  # a reply with one of these abstains (SQuAD v2 no-answer)
+    sets: dict[str, EvalSet]
+    bootstrap: int = Field(gt=0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _known_sets(self):
+        unknown = [name for name in self.sets if name not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown eval set(s) {unknown} in evaluate.sets: choose from {', '.join(TASKS)}")
+        return self
+
+    def scoring(self) -> Scoring:
+        return Scoring(self.bootstrap, self.seed, self.max_calls, tuple(self.abstain_phrases))
+
+
+def make_engine(p: EvaluateParams, model_dir: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    render.ensure_template(tok)
+    if p.backend == "vllm":
+        return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype)
+    if p.backend == "openai":
+        return OpenAIEngine(
+            p.base_url, p.served_model or model_dir, tok, p.max_new_tokens, p.api_key_env, p.batch_size, p.timeout_s, p.max_retries
+        )
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, p.dtype)).eval()
+    tok.padding_side = "left"
+    return TransformersEngine(model, tok, p.max_new_tokens, p.batch_size, p.reuse_cache, p.max_length)
+
+
+def conversations(records: list[Record], retriever: Retriever, scope: str, top_k: int) -> list[agent.Conversation]:
+    index_of = indexer(records, retriever, scope)
+
+    def searcher(r: Record):
+        index = index_of(r)
+        return lambda q: [(h.title or None, h.text) for h in index.query(retriever, [q], top_k)[0]]
+
+    return [agent.Conversation(r.id, r.question, searcher(r)) for r in records]
+
+
+def drive(engine, convs: list[agent.Conversation], max_calls: int, desc: str) -> float:
+    """Run the loop with a progress bar; returns questions per second."""
+    columns = [
+        TextColumn(desc),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    start = time.perf_counter()
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(desc, total=len(convs), rate="")
+
+        def tick(n: int) -> None:
+            done = bar.tasks[0].completed + n
+            bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - start):.2f} q/s")
+
+        agent.run(engine, convs, max_calls, progress=tick)
+    return len(convs) / max(time.perf_counter() - start, 1e-9)
+
+
+def final_message(c: agent.Conversation) -> str:
+    """What the model returned last: its final message, or its last reply when it never finished."""
+    return c.final.text if c.final else ((c.steps[-1]["reply"] or "") if c.steps else "")
+
+
+def prediction_row(r: Record, c: agent.Conversation) -> dict:
+    return {
+        "id": r.id,
+        "question": r.question,
+        "gold": r.meta.get("answers", []),
+        "type": r.meta.get("type"),
+        "status": c.status,
+        "retrieve_calls": c.calls,
+        "steps": c.steps,
+        "final_message": final_message(c),
+        "answer": c.final.answer if c.final else None,
+        "short_answer": c.final.short_answer if c.final else None,
+    }
+
+
+def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) -> tuple[dict, dict[str, list[dict]]]:
+    """(report: {"model": name, <set>: scores}, prediction rows per set)."""
+    if not Path(model_dir).exists() and p.backend != "openai":
+        raise UserError(f"{model_dir}: model folder not found")
+    engine = make_engine(p, model_dir)
+    retriever = Retriever(rp)
+    report: dict = {"model": name}
+    predictions: dict[str, list[dict]] = {}
+    for set_name, es in p.sets.items():
+        records = read_records(es.path)[: es.n]
+        if not records:
+            continue
+        convs = conversations(records, retriever, es.scope, es.top_k)
+        qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
+        rows = [prediction_row(r, c) for r, c in zip(records, convs)]
+        report[set_name] = {**TASKS[set_name].score(rows, p.scoring()), "questions_per_s": round(qps, 4)}
+        predictions[set_name] = rows
+    return report, predictions
+
+
+def write_plots(report: dict, folder: Path) -> None:
+    """Each set's plot tables (the registry's `plots`) as CSVs for `dvc plots`."""
+    for set_name, task in TASKS.items():
+        for table in task.plots if set_name in report else ():
+            header, rows = plot_rows(table, report[set_name])
+            with atomic_path(folder / table.file) as tmp, open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(header)
+                w.writerows(rows)
+
+
+def headline(report: dict) -> list[str]:
+    """One printout line per set: its headline metrics."""
+    return [f"{report['model']} {s}: " + ", ".join(f"{k} {value(report[s], k)}" for k in TASKS[s].headline) for s in TASKS if s in report]

@@ -1,0 +1,134 @@
+"""The eval sets as a registry (the way lm-evaluation-harness declares tasks): each entry holds the
+code of a set (how its prediction rows are scored, what the printout shows, which plot tables it
+writes); the values (file, number of questions, retrieval scope, top-k) live in params
+(`evaluate.sets.<name>`). evaluate, compare and the printout loop over the sets in params, each
+looked up here: adding a dataset is one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qa_forge.core.textnorm import abstains
+from qa_forge.eval import metrics
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The settings every scorer reads."""
+
+    bootstrap: int  # resamples for the 95 % intervals
+    seed: int
+    max_calls: int  # retrieve calls allowed per question (the last bucket of by_retrieve_calls)
+    abstain_phrases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlotTable:
+    """A CSV for `dvc plots`: one row per group of a report's `group` section."""
+
+    file: str
+    group: str  # e.g. "by_type"
+    label: str  # the first column (the group's name)
+    columns: dict[str, str]  # CSV column -> metric in the group
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    score: Callable[[list[dict], Scoring], dict]  # prediction rows -> the set's report (rows get per-row scores)
+    headline: tuple[str, ...]  # report keys printed after a run
+    plots: tuple[PlotTable, ...] = field(default_factory=tuple)
+
+
+def value(report: dict, key: str):
+    v = report[key]
+    return v["value"] if isinstance(v, dict) else v
+
+
+# --- HotpotQA -----------------------------------------------------------------------------------
+
+
+def score_hotpot(rows: list[dict], s: Scoring) -> dict:
+    """The seeds' word recall and containing accuracy (whole message and extracted answer), official
+    EM / F1 on the short-answer line, by question type and by number of retrieve calls."""
+    for row in rows:
+        gold = row["gold"][0] if row["gold"] else ""
+        row.update(metrics.seed_scores(row["final_message"], gold, row["answer"] or ""))
+        short = row["short_answer"] if row["short_answer"] is not None else (row["answer"] or "")
+        row["em"], row["f1"] = metrics.hotpot_exact_match(short, gold), metrics.hotpot_f1(short, gold)
+
+    def summary(values: list[float]) -> dict:
+        return metrics.summarize(values, n=s.bootstrap, seed=s.seed)
+
+    names = {
+        "recall": "recall_message",
+        "containing_accuracy": "containing_message",
+        "answer_recall": "recall_answer",
+        "answer_containing_accuracy": "containing_answer",
+        "em": "em",
+        "f1": "f1",
+    }
+    calls = [r["retrieve_calls"] for r in rows]
+    grouped = ["containing_message", "em", "f1"]
+    return {
+        "n": len(rows),
+        **{name: summary([r[key] for r in rows]) for name, key in names.items()},
+        "multihop_rate": summary([float(c >= 2) for c in calls]),
+        "mean_retrieve_calls": round(sum(calls) / max(len(calls), 1), 3),
+        "unparsable": sum(r["status"] == "unparsable" for r in rows),
+        "hop_cap_stops": sum(r["status"] == "hop_cap" for r in rows),
+        "length_stops": sum(r["status"] == "length" for r in rows),
+        "by_type": metrics.by_question_type(rows, grouped, n=s.bootstrap, seed=s.seed),
+        "by_retrieve_calls": metrics.by_retrieve_calls(rows, grouped, cap=s.max_calls, n=s.bootstrap, seed=s.seed),
+    }
+
+
+# --- SQuAD v2 -----------------------------------------------------------------------------------
+
+
+def squad_prediction(row: dict, phrases: tuple[str, ...]) -> str | None:
+    """The answer string scored for SQuAD v2: the short answer, "" for an abstention, None if unparsable."""
+    if row["answer"] is None:
+        return None
+    if row["short_answer"] not in (None, "", "none"):
+        return row["short_answer"]
+    return "" if abstains(row["answer"], phrases) else row["answer"]
+
+
+def score_squad(rows: list[dict], s: Scoring) -> dict:
+    """The llama_squad table (parseable, EM, correct no-answer / has-answer) plus F1, with intervals."""
+    preds = [squad_prediction(r, s.abstain_phrases) for r in rows]
+    golds = [r["gold"] for r in rows]
+    for r, pred, g in zip(rows, preds, golds):
+        r["prediction"] = pred
+        r["em"] = 0.0 if pred is None else metrics.squad_exact_match(pred, g)
+        r["f1"] = 0.0 if pred is None else metrics.squad_f1(pred, g)
+    table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.squad_v2_table(preds, golds).items()}
+    table["exact_match_ci"] = metrics.summarize([r["em"] for r in rows], n=s.bootstrap, seed=s.seed)
+    table["f1_ci"] = metrics.summarize([r["f1"] for r in rows], n=s.bootstrap, seed=s.seed)
+    return table
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+_BY_GROUP = {"containing_accuracy": "containing_message", "em": "em", "f1": "f1"}
+
+TASKS: dict[str, EvalTask] = {
+    "hotpotqa": EvalTask(
+        score=score_hotpot,
+        headline=("recall", "containing_accuracy", "em", "f1"),
+        plots=(
+            PlotTable("by_type.csv", "by_type", "type", _BY_GROUP),
+            PlotTable("by_retrieve_calls.csv", "by_retrieve_calls", "retrieve_calls", _BY_GROUP),
+        ),
+    ),
+    "squad_v2": EvalTask(score=score_squad, headline=("exact_match", "f1", "parseable")),
+}
+
+
+def plot_rows(table: PlotTable, report: dict) -> tuple[list[str], list[list]]:
+    """(header, rows) of a plot table from a set's report."""
+    header = [table.label, "n", *table.columns]
+    rows = [[g, grp["n"], *(grp[m]["value"] for m in table.columns.values())] for g, grp in report[table.group].items()]
+    return header, rows

@@ -1,0 +1,25 @@
+"""The `llm` params section: which model writes, through which backend, at what cost."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+
+class LLMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai", "vllm", "transformers"]
+    model: str  # hub/API model name, or a local HF folder for transformers/vllm
+    base_url: str | None  # openai backend; e.g. http://127.0.0.1:8000/v1 for `vllm serve`
+    api_key_env: str | None  # NAME of the env var holding the key; unset -> "EMPTY"
+    concurrency: PositiveInt  # openai: max requests in flight
+    max_retries: NonNegativeInt
+    timeout_s: PositiveFloat
+    batch_size: PositiveInt  # transformers: prompts per generate(); vllm: prompts per chat()
+    max_new_tokens: PositiveInt
+    price_input_per_mtok: NonNegativeFloat  # USD per million prompt tokens
+    price_output_per_mtok: NonNegativeFloat
+    cost_cap_usd: NonNegativeFloat | None
+    cache_dir: str  # outside DVC outputs

@@ -1,0 +1,236 @@
+"""Fine-tune the base model on packed conversations (full, LoRA or QLoRA) with the HF Trainer: a
+recipe that reads top-down, `setup` -> `train` -> `save`.
+
+Input: `data/packed/{train,valid}.jsonl`, rows {"input_ids", "labels", "position_ids"} batched by
+`qa_forge.training.collate.Collator` (no attention mask: with `use_cache=False` transformers
+derives the block-diagonal mask from restarting position ids). Output: the adapter (lora/qlora) or
+the full model (full), plus the tokenizer, swapped into `out` whole. dvclive logs loss, learning
+rate and eval loss per step to `metrics_dir`. Checkpoints live outside the DVC outputs (see
+`checkpoints`), so `resume: auto` continues a killed run. `max_tokens` bounds a run by the real
+(unpadded) tokens it trains on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qa_forge.core.hashing import DigestStore
+from qa_forge.core.io import UserError, atomic_dir, write_json
+from qa_forge.core.store import SqliteStore
+from qa_forge.training.checkpoints import complete_checkpoints, prepare_run_dir, run_key
+from qa_forge.training.data import CountingCollator, PackedDataset
+from qa_forge.training.environment import check_environment
+from qa_forge.training.model import load_model
+from qa_forge.training.params import TrainParams
+
+SUMMARY_METRICS = ("first_loss", "final_loss", "tokens_seen", "tokens_per_second", "global_step", "resumed_from_step", "train_seconds")
+
+
+@dataclass
+class Run:
+    """Everything `setup` prepares for `train` and `save`."""
+
+    p: TrainParams
+    base: Path
+    key: str
+    resume_from: str | None
+    train_ds: PackedDataset
+    valid_ds: PackedDataset | None
+    max_steps: int
+    budget_steps: int | None
+    notes: dict
+    is_main: bool
+    tokenizer: Any
+    trainer: Any
+    live: Any  # dvclive.Live on the main process, else None
+
+
+def finetune(p: TrainParams, packed: Path, base: Path, out: Path, metrics_dir: Path, callbacks: list | None = None) -> dict:
+    """Train and write `out`; returns the summary also written to `metrics_dir/metrics.json`."""
+    start = time.time()
+    run = setup(p, packed, base, Path(metrics_dir), callbacks or [])
+    result = train(run)
+    return save(run, Path(out), result, start)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks: list) -> Run:
+    notes = check_environment(p)
+    train_ds, valid_ds = load_data(packed, base)
+    import torch
+    from dvclive import Live
+    from transformers import AutoTokenizer, set_seed
+
+    from qa_forge.training.trainer import BudgetCallback, BudgetTrainer, LiveCallback
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    key, run_dir, resume_from = checkpoint_run(p, packed, base, is_main)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    max_steps, budget_steps = plan_steps(p, len(train_ds), train_ds.tokens(), world)
+    cuda = torch.cuda.is_available()
+    if p.num_threads and not cuda:
+        torch.set_num_threads(p.num_threads)
+    # TrainingArguments before the model: a ZeRO-3 config must exist when the weights load
+    args = training_arguments(p, run_dir, max_steps, has_valid=valid_ds is not None, world=world, cuda=cuda)
+    set_seed(p.seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad_id is None:
+        raise UserError(f"{base}: the tokenizer has neither a pad nor an eos token to pad with")
+    model = load_model(p, base)
+    live = Live(dir=str(metrics_dir), save_dvc_exp=False, dvcyaml=False, report=None) if is_main else None
+    cbs = [BudgetCallback(p.max_tokens)] + ([LiveCallback(live)] if live else []) + callbacks
+    trainer = BudgetTrainer(
+        model=model, args=args, data_collator=CountingCollator(pad_id), train_dataset=train_ds, eval_dataset=valid_ds, callbacks=cbs
+    )
+    print(
+        f"train: mode {p.mode}, run {key}, {len(train_ds)} rows / {train_ds.tokens()} tokens, {max_steps} steps"
+        + (f", resuming from {resume_from}" if resume_from else "")
+    )
+    return Run(p, base, key, resume_from, train_ds, valid_ds, max_steps, budget_steps, notes, is_main, tok, trainer, live)
+
+
+def load_data(packed: Path, base: Path) -> tuple[PackedDataset, PackedDataset | None]:
+    if not (base / "config.json").is_file():
+        raise UserError(f"{base}: not a model folder (no config.json): run the base_model stage first")
+    train_ds = PackedDataset(packed / "train.jsonl")
+    valid_ds = PackedDataset(packed / "valid.jsonl") if (packed / "valid.jsonl").is_file() else None
+    if len(train_ds) == 0:
+        raise UserError(f"{packed / 'train.jsonl'}: no rows to train on")
+    if train_ds.supervised() == 0:
+        raise UserError(f"{packed / 'train.jsonl'}: every label is ignored: nothing to learn")
+    return train_ds, (valid_ds if valid_ds is not None and len(valid_ds) else None)
+
+
+def checkpoint_run(p: TrainParams, packed: Path, base: Path, is_main: bool) -> tuple[str, Path, str | None]:
+    """(run key, its checkpoint folder, the checkpoint to resume from or None)."""
+    root = Path(p.checkpoint_dir)
+    store = SqliteStore(root / "digests.sqlite")
+    try:
+        key = run_key(p, packed, base, DigestStore(store))
+    finally:
+        store.close()
+    run_dir = root / key
+    if is_main:
+        prepare_run_dir(run_dir, p)
+    done = complete_checkpoints(run_dir)
+    return key, run_dir, (str(done[-1]) if (p.resume == "auto" and done) else None)
+
+
+def plan_steps(p: TrainParams, rows: int, tokens: int, world: int) -> tuple[int, int | None]:
+    """Optimizer steps to run: epochs or max_steps, capped by the token budget (at the mean row length),
+    so the LR schedule ends where the budget does. Returns (max_steps, steps_from_budget)."""
+    per_step_rows = p.per_device_train_batch_size * p.gradient_accumulation_steps * world
+    epoch_steps = max(1, math.ceil(math.ceil(rows / (p.per_device_train_batch_size * world)) / p.gradient_accumulation_steps))
+    steps = p.max_steps if p.max_steps > 0 else math.ceil(p.num_train_epochs * epoch_steps)
+    if p.max_tokens is None:
+        return steps, None
+    budget = max(1, math.ceil(p.max_tokens / (tokens / rows * per_step_rows)))
+    return min(steps, budget), budget
+
+
+def training_arguments(p: TrainParams, run_dir: Path, max_steps: int, has_valid: bool, world: int, cuda: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        learning_rate=p.learning_rate,
+        lr_scheduler_type=p.lr_scheduler_type,
+        warmup_steps=p.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=p.weight_decay,
+        max_steps=max_steps,
+        per_device_train_batch_size=p.per_device_train_batch_size,
+        per_device_eval_batch_size=p.per_device_train_batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        activation_checkpointing=p.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if p.gradient_checkpointing else None,
+        bf16=p.bf16,
+        tf32=(p.tf32 if cuda else None),
+        seed=p.seed,
+        data_seed=p.seed,
+        logging_steps=p.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if (p.eval_steps and has_valid) else "no",
+        eval_steps=p.eval_steps,
+        save_strategy="steps",
+        save_steps=p.save_steps,
+        save_total_limit=p.save_total_limit,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        report_to="none",
+        use_cpu=not cuda,
+        dataloader_pin_memory=cuda,
+        deepspeed=p.deepspeed,
+        ddp_find_unused_parameters=False if world > 1 else None,
+        disable_tqdm=False,
+    )
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(run: Run) -> dict:
+    """Run (or resume) the Trainer; returns what `save` reports of this session."""
+    tokens_before = 0
+    if run.resume_from:
+        tokens_before = json.loads((Path(run.resume_from) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+    t0 = time.time()
+    run.trainer.train(resume_from_checkpoint=run.resume_from)
+    train_s = time.time() - t0
+    eval_loss = run.trainer.evaluate().get("eval_loss") if run.valid_ds is not None else None
+    return {"train_s": train_s, "eval_loss": eval_loss, "tokens_before": tokens_before}
+
+
+# ---------------------------------------------------------------- save
+
+
+def save(run: Run, out: Path, result: dict, start: float) -> dict:
+    """Every rank calls save_model (ZeRO-3 gathers the weights); the main process writes `out`."""
+    summary = summarize(run, result, start)
+    if not run.is_main:
+        run.trainer.save_model(str(out.with_name(out.name + ".tmp")))
+        return summary
+    with atomic_dir(out) as tmp:
+        run.trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of this run's args: not part of the model
+        run.tokenizer.save_pretrained(tmp)
+        write_json(
+            tmp / "train_info.json", {**{k: summary[k] for k in ("mode", "run_key", "global_step", "tokens_seen")}, "base": str(run.base)}
+        )
+    for k in SUMMARY_METRICS:
+        if summary[k] is not None:
+            run.live.log_metric(f"summary/{k}", summary[k], plot=False)
+    run.live.summary["run_key"] = run.key
+    run.live.end()
+    return summary
+
+
+def summarize(run: Run, result: dict, start: float) -> dict:
+    state = run.trainer.state
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    session_tokens = state.num_input_tokens_seen - result["tokens_before"]
+    train_s = result["train_s"]
+    return {
+        "mode": run.p.mode,
+        "run_key": run.key,
+        "resumed_from_step": int(Path(run.resume_from).name.split("-")[1]) if run.resume_from else 0,
+        "global_step": state.global_step,
+        "max_steps": run.max_steps,
+        "budget_steps": run.budget_steps,
+        "tokens_seen": state.num_input_tokens_seen,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "eval_loss": result["eval_loss"],
+        "train_seconds": round(train_s, 1),
+        "tokens_per_second": round(session_tokens / train_s, 1) if train_s > 0 and session_tokens else None,
+        "seconds": round(time.time() - start, 1),
+        **({"notes": run.notes} if run.notes else {}),
+    }
