@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, write_json
 from qa_forge.models.base import BaseModelParams, build
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(Path("models/base")),
     metrics: Path = typer.Option(Path("metrics/base_model.json")),
 ):

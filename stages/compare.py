@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, write_json
 from qa_forge.judge.judge import JudgeParams, judge
 
@@ -13,7 +13,7 @@ from qa_forge.judge.judge import JudgeParams, judge
 def main(
     base: Path = typer.Option(Path("data/eval/base")),
     finetuned: Path = typer.Option(Path("data/eval/finetuned")),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     metrics_path: Path = typer.Option(Path("metrics/compare.json"), "--metrics"),
 ):
     """Judge base vs fine-tuned answers: accuracy and win rate."""

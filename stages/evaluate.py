@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, write_json, write_jsonl_dir
 from qa_forge.eval.evaluate import EvaluateParams, evaluate, headline, write_plots
 from qa_forge.retrieval.retriever import RetrieverParams
@@ -15,7 +15,7 @@ from qa_forge.retrieval.retriever import RetrieverParams
 def main(
     model: Path = typer.Option(..., help="a Hugging Face model folder (models/base or models/merged)"),
     name: str = typer.Option(..., help="base or finetuned: names the outputs"),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(None, help="predictions folder (default data/eval/NAME)"),
     metrics_path: Path = typer.Option(None, "--metrics", help="default metrics/eval_NAME.json"),
     plots: Path = typer.Option(None, help="default metrics/eval_NAME/"),

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, write_json, write_record_dir
 from qa_forge.data.fetch import FetchParams, fetch
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(Path("data/fetched")),
     metrics: Path = typer.Option(Path("metrics/fetch.json")),
 ):

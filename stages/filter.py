@@ -5,14 +5,14 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
 from qa_forge.data.filter import FilterParams, filter_records
 
 
 def main(
     inputs: list[Path] = typer.Argument(..., help="JSONL files of records (e.g. data/regenerated/*.jsonl)"),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(Path("data/filtered")),
     metrics: Path = typer.Option(Path("metrics/filter.json")),
 ):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
 from qa_forge.data.generate import GenerateParams, generate_all
 from qa_forge.llm import LLM, LLMParams
@@ -13,7 +13,7 @@ from qa_forge.llm.dryrun import DryRunLLM
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     fetched: Path = typer.Option(Path("data/fetched/train.jsonl"), help="train records from fetch"),
     out: Path = typer.Option(Path("data/generated")),
     metrics: Path = typer.Option(Path("metrics/generate.json")),

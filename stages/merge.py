@@ -4,13 +4,13 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section
 from qa_forge.models.merge import MergeParams, merge
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     base: Path = typer.Option(Path("models/base")),
     trained: Path = typer.Option(Path("models/trained"), help="the train stage's output: an adapter or a full model"),
     out: Path = typer.Option(Path("models/merged")),

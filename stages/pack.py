@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import UserError, load_section, read_records, write_json
 from qa_forge.data.pack import PackParams, histogram, load_tokenizer, pack_records, write_histogram, write_outputs
 
@@ -14,7 +14,7 @@ from qa_forge.data.pack import PackParams, histogram, load_tokenizer, pack_recor
 def main(
     records: Path = typer.Argument(Path("data/filtered/kept.jsonl"), help="JSONL records (the filter stage's kept.jsonl)"),
     model: Path = typer.Option(Path("models/base"), help="the base model folder (its tokenizer and chat template)"),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(Path("data/packed")),
     metrics: Path = typer.Option(Path("metrics/pack.json")),
     plot: Path = typer.Option(Path("metrics/pack_lengths.csv"), help="conversation-length histogram (CSV) for dvc plots"),

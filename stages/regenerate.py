@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
 from qa_forge.data.regenerate import RegenerateParams, regenerate
 from qa_forge.llm import LLM, LLMParams
@@ -13,7 +13,7 @@ from qa_forge.llm import LLM, LLMParams
 
 def main(
     inputs: list[Path] = typer.Argument(..., help="JSONL files from generate"),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     out: Path = typer.Option(Path("data/regenerated")),
     metrics: Path = typer.Option(Path("metrics/regenerate.json")),
 ):

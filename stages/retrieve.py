@@ -5,14 +5,14 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import UserError, load_section, write_json, write_jsonl_dir
 from qa_forge.retrieval.retriever import RetrieveParams
 from qa_forge.retrieval.score import score_files
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     fetched: Path = typer.Option(Path("data/fetched"), help="folder with eval_<source>.jsonl"),
     out: Path = typer.Option(Path("data/retrieval")),
     metrics: Path = typer.Option(Path("metrics/retrieval.json")),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from qa_forge.core.cli import run
+from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import load_section
 from qa_forge.training.environment import check_environment
 from qa_forge.training.launch import in_distributed_launch, launch_command
@@ -16,7 +16,7 @@ from qa_forge.training.recipe import finetune
 
 
 def main(
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     packed: Path = typer.Option(Path("data/packed"), help="folder with train.jsonl and valid.jsonl from the pack stage"),
     base: Path = typer.Option(Path("models/base")),
     out: Path = typer.Option(Path("models/trained")),

@@ -42,3 +42,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def dag(tmp_path_factory):
+    """The real DVC pipeline run once on the tiny profile in a throwaway copy of the repo."""
+    from tests.dag import first_repro
+
+    return first_repro(tmp_path_factory.mktemp("dag"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -14,6 +16,8 @@ from tests.conftest import ROOT
 from tests.params import merge
 
 BIN = Path(sys.executable).parent
+# a sitecustomize that records every file each Python process opens (tests/test_deps.py)
+AUDIT = ROOT / "tests" / "audit"
 
 
 def tracked_files() -> list[str]:
@@ -30,16 +34,14 @@ def make_repo(dst: Path, profile: str = "tiny") -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     over = yaml.safe_load((ROOT / "tests" / "profiles" / f"{profile}.yaml").read_text())
     (dst / "params.yaml").write_text(yaml.safe_dump(merge(params, over), sort_keys=False))
-    git = lambda *a: subprocess.run(["git", *a], cwd=dst, check=True, capture_output=True)  # noqa: E731
-    git("init", "-q")
-    git("-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
-    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=dst, check=True, capture_output=True)
     return dst
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1")
-    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True, env=env)
+def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", **(env or {}))
+    proc = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True, env=env, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -57,3 +59,29 @@ def set_param(repo: Path, dotted: str, value) -> None:
 
 def ran_stages(proc: subprocess.CompletedProcess) -> list[str]:
     return [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
+
+
+def stage_names(dvc_yaml: Path) -> list[str]:
+    """Stage names as dvc prints them: a foreach stage runs as name@key."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return [f"{name}@{key}" if "foreach" in st else name for name, st in stages.items() for key in (st.get("foreach") or [None])]
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """The tiny profile's first `dvc repro`, shared by the DAG and deps tests (one pipeline run for both)."""
+
+    repo: Path
+    lock: dict  # dvc.lock right after it, before any test changes a param
+    processes: list[dict]  # {pid, ppid, argv, files}: what each Python process it ran opened for reading
+
+
+def first_repro(dst: Path) -> FirstRun:
+    repo = make_repo(dst / "repo")
+    audit = dst / "audit"  # beside the repo, so DVC never sees the logs
+    audit.mkdir()
+    pythonpath = os.pathsep.join(filter(None, [str(AUDIT), os.environ.get("PYTHONPATH")]))
+    proc = dvc(repo, "repro", env={"QA_FORGE_AUDIT_DIR": str(audit), "PYTHONPATH": pythonpath})
+    assert sorted(ran_stages(proc)) == sorted(stage_names(repo / "dvc.yaml")), proc.stdout
+    processes = [json.loads(f.read_text()) for f in sorted(audit.glob("*.json"))]
+    return FirstRun(repo, yaml.safe_load((repo / "dvc.lock").read_text()), processes)

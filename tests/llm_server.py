@@ -42,8 +42,16 @@ def n_tokens(text: str) -> int:
 
 
 class LLMServer:
-    def __init__(self, script: Callable[[list[dict], dict], str] = echo, latency_s: float = 0.0, fault_rate: float = 0.0,
-                 faults: tuple[str, ...] = FAULTS, timeout_sleep_s: float = 1.5, seed: int = 0, model: str = "test-model"):
+    def __init__(
+        self,
+        script: Callable[[list[dict], dict], str] = echo,
+        latency_s: float = 0.0,
+        fault_rate: float = 0.0,
+        faults: tuple[str, ...] = FAULTS,
+        timeout_sleep_s: float = 1.5,
+        seed: int = 0,
+        model: str = "test-model",
+    ):
         self.script, self.latency_s, self.fault_rate, self.faults = script, latency_s, fault_rate, faults
         self.timeout_sleep_s, self.model = timeout_sleep_s, model
         self.rng = random.Random(seed)
@@ -163,8 +171,13 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.srv
         body = json.loads(raw)
         fault = srv.pick_fault()
-        entry = {"fingerprint": hashlib.sha256(raw).hexdigest(), "body": body, "authorization": self.headers.get("Authorization"),
-                 "fault": fault, "outcome": None}
+        entry = {
+            "fingerprint": hashlib.sha256(raw).hexdigest(),
+            "body": body,
+            "authorization": self.headers.get("Authorization"),
+            "fault": fault,
+            "outcome": None,
+        }
         srv.record(entry)
         if fault == "timeout":  # hang past the client's timeout, then drop the connection unanswered
             time.sleep(srv.timeout_sleep_s)
@@ -191,18 +204,39 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if route == "/v1/completions":
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
-            self._send(200, {"id": f"cmpl-{entry['fingerprint'][:12]}", "object": "text_completion", "created": int(time.time()),
-                             "model": body.get("model", srv.model), "usage": usage,
-                             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            self._send(
+                200,
+                {
+                    "id": f"cmpl-{entry['fingerprint'][:12]}",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", srv.model),
+                    "usage": usage,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                },
+            )
             srv.outcome(entry, "ok")
             return
-        self._send(200, {
-            "id": f"chatcmpl-{entry['fingerprint'][:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", srv.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-        })
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-{entry['fingerprint'][:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", srv.model),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
         srv.outcome(entry, "ok")
 
 

@@ -21,9 +21,18 @@ from tests.conftest import ROOT
 
 # params.yaml section -> the model its stage validates it with
 SECTIONS = {
-    "base_model": BaseModelParams, "fetch": FetchParams, "llm": LLMParams, "generate": GenerateParams,
-    "regenerate": RegenerateParams, "filter": FilterParams, "retrieve": RetrieveParams, "pack": PackParams,
-    "train": TrainParams, "merge": MergeParams, "evaluate": EvaluateParams, "judge": JudgeParams,
+    "base_model": BaseModelParams,
+    "fetch": FetchParams,
+    "llm": LLMParams,
+    "generate": GenerateParams,
+    "regenerate": RegenerateParams,
+    "filter": FilterParams,
+    "retrieve": RetrieveParams,
+    "pack": PackParams,
+    "train": TrainParams,
+    "merge": MergeParams,
+    "evaluate": EvaluateParams,
+    "judge": JudgeParams,
 }
 
 

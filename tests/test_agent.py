@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from qa_forge.eval import agent, engines
-from qa_forge.chat import render
 from qa_forge.data.sources import hotpotqa
+from qa_forge.eval import agent, engines
 from tests.llm_server import LLMServer
 
 CALL = '<tool_call>{"name": "retrieve", "arguments": {"query": "%s"}}</tool_call>'
@@ -23,7 +22,10 @@ class Model:
             if calls == 0:
                 return CALL % "Who wrote Dune?"
             if calls == 1:
-                return "Thought: The paragraph names him.\nAnswer: Frank Herbert wrote Dune.\nShort answer: Frank Herbert\n" + CALL % "Where was Frank Herbert born?"
+                return (
+                    "Thought: The paragraph names him.\nAnswer: Frank Herbert wrote Dune.\nShort answer: Frank Herbert\n"
+                    + CALL % "Where was Frank Herbert born?"
+                )
             return "Thought: ...\nAnswer: He was born in Tacoma.\nShort answer: Tacoma\n\nSummary: Dune is by Frank Herbert, born in Tacoma.\nThought: So Tacoma.\nAnswer: Tacoma, Washington.\nShort answer: Tacoma"
         if "loop forever" in prompt:
             return CALL % "again"
@@ -36,7 +38,10 @@ def test_loop_control_through_a_real_server(smollm2):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2)
-    paragraphs = {"Who wrote Dune?": ("Dune", "Dune is a novel by Frank Herbert."), "Where was Frank Herbert born?": ("Frank Herbert", "Frank Herbert was born in Tacoma.")}
+    paragraphs = {
+        "Who wrote Dune?": ("Dune", "Dune is a novel by Frank Herbert."),
+        "Where was Frank Herbert born?": ("Frank Herbert", "Frank Herbert was born in Tacoma."),
+    }
     seen = []
 
     def search(q):
@@ -45,7 +50,10 @@ def test_loop_control_through_a_real_server(smollm2):
 
     with LLMServer(script=Model()) as srv:
         engine = engines.OpenAIEngine(srv.url, "m", tok, max_new_tokens=64, api_key_env=None, batch_size=4, timeout_s=30.0, max_retries=0)
-        convs = [agent.Conversation(str(i), q, search) for i, q in enumerate(["Where was the author of Who wrote Dune born?", "loop forever", "say nothing useful", "ramble"])]
+        convs = [
+            agent.Conversation(str(i), q, search)
+            for i, q in enumerate(["Where was the author of Who wrote Dune born?", "loop forever", "say nothing useful", "ramble"])
+        ]
         agent.run(engine, convs, max_calls=3)
         prompts = [r["body"]["prompt"] for r in srv.requests]
     dune, loop, junk, ramble = convs
@@ -87,7 +95,7 @@ def test_batched_reuse_matches_one_at_a_time(shared, smollm2):
     model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     records = dev_questions(shared, 16)
     results = {}
-    for name, kw in {"batched": dict(batch_size=8, reuse_cache=True), "single": dict(batch_size=1, reuse_cache=False)}.items():
+    for name, kw in {"batched": {"batch_size": 8, "reuse_cache": True}, "single": {"batch_size": 1, "reuse_cache": False}}.items():
         convs = conversations(records)
         agent.run(engines.TransformersEngine(model, tok, max_new_tokens=16, fixed_length=True, **kw), convs, max_calls=4, forced_calls=2)
         results[name] = convs

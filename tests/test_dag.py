@@ -4,24 +4,17 @@ and never pays for an LLM call twice."""
 import json
 
 import pytest
-import yaml
 
 from qa_forge.core.io import read_records
-from tests.conftest import ROOT
-from tests.dag import dvc, make_repo, ran_stages, set_param
+from tests.dag import dvc, ran_stages, set_param
 
 pytestmark = pytest.mark.slow
-# stage names as dvc prints them: a foreach stage runs as name@key
-ALL = [f"{name}@{key}" if "foreach" in st else name
-       for name, st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items() for key in (st.get("foreach") or [None])]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("dag"))
-    first = dvc(repo, "repro")
-    assert sorted(ran_stages(first)) == sorted(ALL), first.stdout
-    return repo
+def repo(dag):
+    """The repo after the first repro, in which every stage ran (tests/dag.py first_repro)."""
+    return dag.repo
 
 
 def metrics(repo, name):

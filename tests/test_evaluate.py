@@ -12,8 +12,15 @@ PHRASES = P.abstain_phrases
 
 
 def row(answer, short=None, gold=("Paris",), final=None, calls=1, qtype="bridge", status="final"):
-    return {"gold": list(gold), "type": qtype, "status": status, "retrieve_calls": calls, "answer": answer, "short_answer": short,
-            "final_message": final if final is not None else (f"Answer: {answer}" if answer else "")}
+    return {
+        "gold": list(gold),
+        "type": qtype,
+        "status": status,
+        "retrieve_calls": calls,
+        "answer": answer,
+        "short_answer": short,
+        "final_message": final if final is not None else (f"Answer: {answer}" if answer else ""),
+    }
 
 
 def test_squad_prediction_reads_short_answer_abstention_and_unparsable():
@@ -25,11 +32,11 @@ def test_squad_prediction_reads_short_answer_abstention_and_unparsable():
 
 def test_score_squad_table():
     rows = [
-        row("Paris is the capital.", short="Paris"),                        # has answer, right
-        row("Lyon.", short="Lyon"),                                         # has answer, wrong
-        row("This cannot be answered from this knowledge.", gold=()),       # no answer, abstains: right
-        row("Nice.", short="Nice", gold=()),                                # no answer, answers: wrong
-        row(None, status="unparsable"),                                     # has answer, unparsable
+        row("Paris is the capital.", short="Paris"),  # has answer, right
+        row("Lyon.", short="Lyon"),  # has answer, wrong
+        row("This cannot be answered from this knowledge.", gold=()),  # no answer, abstains: right
+        row("Nice.", short="Nice", gold=()),  # no answer, answers: wrong
+        row(None, status="unparsable"),  # has answer, unparsable
     ]
     t = score_squad(rows, P)
     assert t["n"] == 5 and t["parseable"] == pytest.approx(0.8)
@@ -41,7 +48,12 @@ def test_score_squad_table():
 
 def test_score_hotpot_counts_and_scores():
     rows = [
-        row("The capital is Paris.", short="Paris", calls=2, final="Summary: France's capital.\nAnswer: The capital is Paris.\nShort answer: Paris"),
+        row(
+            "The capital is Paris.",
+            short="Paris",
+            calls=2,
+            final="Summary: France's capital.\nAnswer: The capital is Paris.\nShort answer: Paris",
+        ),
         row("It is Lyon.", short="Lyon", calls=1, qtype="comparison"),
         row(None, calls=0, final="Paris, I think", status="unparsable"),
         row(None, calls=4, final="", status="hop_cap"),

@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from qa_forge.data.fetch import FetchParams, fetch
 from qa_forge.core.io import read_records
+from qa_forge.data.fetch import FetchParams, fetch
 from tests.conftest import ROOT
 from tests.params import raw
 
@@ -21,7 +21,10 @@ def run_fetch(tmp_path, fetch_params: dict):
     out, metrics = tmp_path / "out", tmp_path / "metrics.json"
     proc = subprocess.run(
         [sys.executable, "-m", "qa_forge", "fetch", "--params", str(params), "--out", str(out), "--metrics", str(metrics)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc, out, metrics
 
@@ -51,7 +54,15 @@ def test_fetch_shared(shared, tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = json.loads(metrics.read_text())
     assert m["overlap"] == 0
-    assert m["train"]["squad_v2"] == {"read": 5147, "dropped": {}, "kept": 5147, "records": 64, "answerable": 40, "unanswerable": 24, "with_answers": 0}
+    assert m["train"]["squad_v2"] == {
+        "read": 5147,
+        "dropped": {},
+        "kept": 5147,
+        "records": 64,
+        "answerable": 40,
+        "unanswerable": 24,
+        "with_answers": 0,
+    }
     assert m["train"]["musique"]["dropped"] == {"malformed_sub_question": 62}
     assert (m["train"]["musique"]["answerable"], m["train"]["musique"]["unanswerable"]) == (17, 10)
     assert m["train_records"] == 64 + 16 + 16 + 27 + 20 + 20
@@ -69,7 +80,7 @@ def test_sampling_is_seeded(shared):
     a, _ = fetch(p)
     b, _ = fetch(p)
     c, _ = fetch(p.model_copy(update={"seed": 4}))
-    ids = lambda o: [r.id for r in o["train"]]  # noqa: E731
+    ids = lambda o: [r.id for r in o["train"]]
     assert ids(a) == ids(b) != ids(c)
 
 

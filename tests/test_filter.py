@@ -2,27 +2,67 @@
 
 import pytest
 
-from qa_forge.data.filter import check, filter_records
 from qa_forge.core.records import Origin, Record, SubQuestion
+from qa_forge.data.filter import check, filter_records
 from tests.params import params as section
 
 P = section("filter")
 M = Origin(kind="model", model="m", temperature=0.0)
 
 
-def gen(question="Which is taller, the Eiffel Tower or the Statue of Liberty?", entities=("Eiffel Tower", "Statue of Liberty"), **kw) -> Record:
+def gen(
+    question="Which is taller, the Eiffel Tower or the Statue of Liberty?", entities=("Eiffel Tower", "Statue of Liberty"), **kw
+) -> Record:
     subs = [
-        SubQuestion(question="How tall is the Eiffel Tower?", paragraph="The Eiffel Tower is 330 metres tall.", thought="It says 330 m.", answer="The Eiffel Tower is 330 metres tall.", answer_origin=M),
-        SubQuestion(question="How tall is the Statue of Liberty?", paragraph="The Statue of Liberty is 93 metres tall.", thought="It says 93 m.", answer="It is 93 metres tall.", answer_origin=M),
+        SubQuestion(
+            question="How tall is the Eiffel Tower?",
+            paragraph="The Eiffel Tower is 330 metres tall.",
+            thought="It says 330 m.",
+            answer="The Eiffel Tower is 330 metres tall.",
+            answer_origin=M,
+        ),
+        SubQuestion(
+            question="How tall is the Statue of Liberty?",
+            paragraph="The Statue of Liberty is 93 metres tall.",
+            thought="It says 93 m.",
+            answer="It is 93 metres tall.",
+            answer_origin=M,
+        ),
     ]
-    base = dict(id="g-1", src="gen_entities", question=question, multihop=True, sub_questions=subs, summary="330 m vs 93 m.", final_answer="The Eiffel Tower is taller.", final_origin=M, meta={"entities": list(entities)})
+    base = {
+        "id": "g-1",
+        "src": "gen_entities",
+        "question": question,
+        "multihop": True,
+        "sub_questions": subs,
+        "summary": "330 m vs 93 m.",
+        "final_answer": "The Eiffel Tower is taller.",
+        "final_origin": M,
+        "meta": {"entities": list(entities)},
+    }
     base.update(kw)
     return Record(**base)
 
 
 def squad(answer: str, golds=("Paris",), unanswerable=False) -> Record:
-    sq = SubQuestion(question="What is the capital of France?", paragraph="Paris is the capital of France.", answer=answer, short_answer=None if unanswerable else golds[0], unanswerable=unanswerable, answer_origin=M)
-    return Record(id="s-1", src="squad_v2", question=sq.question, sub_questions=[sq], final_answer=answer, final_origin=M, short_answer=sq.short_answer, meta={"answers": [] if unanswerable else list(golds)})
+    sq = SubQuestion(
+        question="What is the capital of France?",
+        paragraph="Paris is the capital of France.",
+        answer=answer,
+        short_answer=None if unanswerable else golds[0],
+        unanswerable=unanswerable,
+        answer_origin=M,
+    )
+    return Record(
+        id="s-1",
+        src="squad_v2",
+        question=sq.question,
+        sub_questions=[sq],
+        final_answer=answer,
+        final_origin=M,
+        short_answer=sq.short_answer,
+        meta={"answers": [] if unanswerable else list(golds)},
+    )
 
 
 def reason(r):

@@ -20,7 +20,12 @@ from tests.llm_server import LLMServer
 from tests.params import params as section
 from tests.params import raw
 
-ENTITIES = [("Lake Baikal", "Lake Tanganyika", "maximum depth"), ("Danube", "Rhine", "length"), ("Oxford", "Cambridge", "year founded"), ("Mount Fuji", "Mount Etna", "height")]
+ENTITIES = [
+    ("Lake Baikal", "Lake Tanganyika", "maximum depth"),
+    ("Danube", "Rhine", "length"),
+    ("Oxford", "Cambridge", "year founded"),
+    ("Mount Fuji", "Mount Etna", "height"),
+]
 
 
 class Writer:
@@ -34,19 +39,30 @@ class Writer:
         if "Choose two different, real entities" in p:
             k = next(self.pair)
             a, b, attr = ENTITIES[k % len(ENTITIES)]
-            question = {0: f"Which is greater, the {attr} of {a} or of {b}?",
-                        1: f"Is the {attr} of {a} larger than this of {b}?",  # coreference
-                        2: f"Which is older, {a} or the other one?"}.get(k, f"What is the {attr} of {a} and {b} combined?")  # 2: entity not named
-            lines = [f"Entity 1: {a}", f"Entity 2: {b}", f"Common attributes: {attr}, location", f"Selected attribute: {attr}",
-                     f"Question 1: What is the {attr} of {a}?", f"Question 2: What is the {attr} of {b}?",
-                     f"Paragraph 1: {a} is well known. Its {attr} is 100 units.", f"Paragraph 2: {b} is well known. Its {attr} is 200 units.",
-                     f"Multi-hop question: {question}"]
+            question = {
+                0: f"Which is greater, the {attr} of {a} or of {b}?",
+                1: f"Is the {attr} of {a} larger than this of {b}?",  # coreference
+                2: f"Which is older, {a} or the other one?",
+            }.get(k, f"What is the {attr} of {a} and {b} combined?")  # 2: entity not named
+            lines = [
+                f"Entity 1: {a}",
+                f"Entity 2: {b}",
+                f"Common attributes: {attr}, location",
+                f"Selected attribute: {attr}",
+                f"Question 1: What is the {attr} of {a}?",
+                f"Question 2: What is the {attr} of {b}?",
+                f"Paragraph 1: {a} is well known. Its {attr} is 100 units.",
+                f"Paragraph 2: {b} is well known. Its {attr} is 200 units.",
+                f"Multi-hop question: {question}",
+            ]
             return "\n".join(lines if k != 3 else lines[:7])  # 3: malformed, paragraph 2 and question missing
         if "Choose one real entity" in p:
-            return ("Entity: Marie Curie\nAttributes: birthplace, field, awards\nAttribute 1: birthplace\nAttribute 2: field\n"
-                    "Question 1: Where was Marie Curie born?\nQuestion 2: What field did Marie Curie work in?\n"
-                    "Paragraph 1: Marie Curie was born in Warsaw in 1867.\nParagraph 2: Marie Curie worked in physics and chemistry.\n"
-                    "Multi-hop question: Where was Marie Curie born and what field did she work in?")
+            return (
+                "Entity: Marie Curie\nAttributes: birthplace, field, awards\nAttribute 1: birthplace\nAttribute 2: field\n"
+                "Question 1: Where was Marie Curie born?\nQuestion 2: What field did Marie Curie work in?\n"
+                "Paragraph 1: Marie Curie was born in Warsaw in 1867.\nParagraph 2: Marie Curie worked in physics and chemistry.\n"
+                "Multi-hop question: Where was Marie Curie born and what field did she work in?"
+            )
         if "Write the one simple question" in p:
             return "Question: What does " + re.search(r"Paragraph: (\S+ \S+)", p).group(1) + " say?"
         if "The correct answer is" in p or "The correct short answer is given" in p:
@@ -66,7 +82,11 @@ class Writer:
         if "list the separate facts" in p:
             return "Fact: About 86 percent of evaporation on Earth is from the sea.\nFact: Groundwater can stay underground for thousands of years."
         if "Turn this fact into one question" in p:
-            return "SKIP" if "Groundwater" in p else "Question: Where does most evaporation on Earth happen?\nAnswer: Most of it, about 86 percent, is from the sea."
+            return (
+                "SKIP"
+                if "Groundwater" in p
+                else "Question: Where does most evaporation on Earth happen?\nAnswer: Most of it, about 86 percent, is from the sea."
+            )
         if "Rewrite this question and answer as" in p:
             return "Question: Hey, where does most water evaporate from?\nAnswer: Mostly from the sea: about 86 percent!"
         return "unexpected prompt"
@@ -84,25 +104,37 @@ def server():
 
 
 def params(server, tmp_path) -> LLMParams:
-    return section("llm", backend="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path / "cache"), timeout_s=5.0, concurrency=4)
+    return section(
+        "llm", backend="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path / "cache"), timeout_s=5.0, concurrency=4
+    )
 
 
 def gen_params(tmp_path) -> generate.GenerateParams:
     docs = tmp_path / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "water.txt").write_text((ROOT / "data/documents/water_cycle.txt").read_text())
-    return section("generate", entities={"n": 4}, attributes={"n": 1},
-                   documents={"folder": str(docs), "chunk_tokens": 256, "max_chunks": 1, "max_facts": 3, "roles": ["a child"]})
+    return section(
+        "generate",
+        entities={"n": 4},
+        attributes={"n": 1},
+        documents={"folder": str(docs), "chunk_tokens": 256, "max_chunks": 1, "max_facts": 3, "roles": ["a child"]},
+    )
 
 
 def fetched():
     s = "data/samples/"
-    p = FetchParams(seed=0, unanswerable_answer=raw("fetch")["unanswerable_answer"], eval={}, train={
-        "squad_v2": {"path": str(ROOT / s / "squad_v2_train.json")},       # no answers: generator 3 writes them
-        "boolq": {"path": str(ROOT / s / "boolq_train.jsonl")},
-        "musique": {"path": str(ROOT / s / "musique_train.jsonl")},
-        "hotpotqa": {"path": str(ROOT / s / "hotpotqa_train.json"), "answers_from": "samples"},  # kept as they are
-    }, answers_path=str(ROOT / s / "answers.jsonl"))
+    p = FetchParams(
+        seed=0,
+        unanswerable_answer=raw("fetch")["unanswerable_answer"],
+        eval={},
+        train={
+            "squad_v2": {"path": str(ROOT / s / "squad_v2_train.json")},  # no answers: generator 3 writes them
+            "boolq": {"path": str(ROOT / s / "boolq_train.jsonl")},
+            "musique": {"path": str(ROOT / s / "musique_train.jsonl")},
+            "hotpotqa": {"path": str(ROOT / s / "hotpotqa_train.json"), "answers_from": "samples"},  # kept as they are
+        },
+        answers_path=str(ROOT / s / "answers.jsonl"),
+    )
     return fetch(p)[0]["train"]
 
 
@@ -145,7 +177,7 @@ def test_pipeline_end_to_end(server, tmp_path):
     calls = server.n_requests
     assert calls == llm.stats["calls"] > 0
     # a second run makes zero calls and gives the same records
-    llm2, out2, regen2 = run_all(server, tmp_path)
+    llm2, _, regen2 = run_all(server, tmp_path)
     assert server.n_requests == calls and llm2.stats["calls"] == 0
     assert regen2 == regen
     assert max(server.successes.values()) == 1
@@ -157,15 +189,25 @@ def test_dry_run_calls_nothing(server, tmp_path):
     from qa_forge.core.io import write_records
 
     write_records(fetched_path, fetched())
-    p.write_text(yaml.safe_dump({
-        "llm": {**params(server, tmp_path).model_dump(), "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0},
-        "generate": gen_params(tmp_path).model_dump(mode="json"),
-    }))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "llm": {**params(server, tmp_path).model_dump(), "price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0},
+                "generate": gen_params(tmp_path).model_dump(mode="json"),
+            }
+        )
+    )
     out = tmp_path / "gen"
-    proc = subprocess.run([sys.executable, "-m", "qa_forge", "generate", "--params", str(p), "--fetched", str(fetched_path), "--out", str(out), "--dry-run"],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa_forge", "generate", "--params", str(p), "--fetched", str(fetched_path), "--out", str(out), "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert server.n_requests == 0 and not out.exists()
     assert "dry run" in proc.stdout and "total" in proc.stdout
-    total = [line for line in proc.stdout.splitlines() if "total" in line][0]
+    total = next(line for line in proc.stdout.splitlines() if "total" in line)
     assert float(total.split()[-2]) > 0  # an estimated cost

@@ -18,8 +18,10 @@ from tests.llm_server import LLMServer
 from tests.params import params
 
 ROOT = Path(__file__).resolve().parents[1]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def questions(n: int, **kw) -> list[Request]:
@@ -27,8 +29,17 @@ def questions(n: int, **kw) -> list[Request]:
 
 
 def api(server: LLMServer, tmp_path: Path, **kw) -> LLMParams:
-    return params("llm", **{"backend": "openai", "model": "test-model", "base_url": server.url, "cache_dir": str(tmp_path / "cache"),
-                        "timeout_s": 5.0, **kw})
+    return params(
+        "llm",
+        **{
+            "backend": "openai",
+            "model": "test-model",
+            "base_url": server.url,
+            "cache_dir": str(tmp_path / "cache"),
+            "timeout_s": 5.0,
+            **kw,
+        },
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +166,14 @@ def test_estimate_counts_cached_and_bounds_cost(server, tmp_path):
     llm.complete(reqs[:2])
     est = llm.estimate(reqs)
     prompt = (2 + 4) + (10 + 4) + 3  # ceil(chars/4) + 4 a message, + 3
-    assert est == {"requests": 5, "cached": 3, "to_call": 2, "prompt_tokens": 2 * prompt, "max_output_tokens": 200,
-                   "cost_usd": pytest.approx(2 * prompt * 2.0 / 1e6 + 200 * 10.0 / 1e6)}
+    assert est == {
+        "requests": 5,
+        "cached": 3,
+        "to_call": 2,
+        "prompt_tokens": 2 * prompt,
+        "max_output_tokens": 200,
+        "cost_usd": pytest.approx(2 * prompt * 2.0 / 1e6 + 200 * 10.0 / 1e6),
+    }
     before = llm.stats["cost_usd"]
     llm.complete(reqs)
     assert 0 < llm.stats["cost_usd"] - before <= est["cost_usd"]
@@ -200,20 +217,34 @@ def tiny_tok():
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(["Where was the author of Dune born? The quick brown fox jumps over the lazy dog."] * 10, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>",
-                                   chat_template=CHATML)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>", chat_template=CHATML
+    )
 
 
 def save_tiny(path: Path, tok, seed: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tok.save_pretrained(path)
@@ -247,7 +278,9 @@ def test_batched_greedy_matches_one_at_a_time(tmp_path, tiny_tok):
     reqs = [Request.chat([{"role": "user", "content": "fox " * n}], 0.0) for n in (1, 9, 3, 20, 2, 14, 5)]
     batched = LLM(local(model, tmp_path / "a", batch_size=4)).complete(reqs)
     single = LLM(local(model, tmp_path / "b", batch_size=1)).complete(reqs)
-    assert [(r.text, r.prompt_tokens, r.completion_tokens) for r in batched] == [(r.text, r.prompt_tokens, r.completion_tokens) for r in single]
+    assert [(r.text, r.prompt_tokens, r.completion_tokens) for r in batched] == [
+        (r.text, r.prompt_tokens, r.completion_tokens) for r in single
+    ]
     assert len({r.prompt_tokens for r in batched}) == len(reqs)  # really mixed lengths
     assert all(0 < r.completion_tokens <= 8 for r in batched)
 

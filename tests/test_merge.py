@@ -14,8 +14,16 @@ from tests.conftest import ROOT
 from tests.params import params as section
 from tests.tiny_lm import MARK, make_base, packed_rows, write_packed
 
-FAST = {"learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "logging_steps": 5, "save_steps": 50,
-        "num_train_epochs": 1, "eval_steps": None, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+FAST = {
+    "learning_rate": 1e-2,
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 4,
+    "logging_steps": 5,
+    "save_steps": 50,
+    "num_train_epochs": 1,
+    "eval_steps": None,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,11 +14,10 @@ import pytest
 import torch
 import yaml
 
-from qa_forge.training.attention import register as register_varlen
+from qa_forge.chat.render import CHATML, end_of_turn_id, to_messages, tokenize_chat
+from qa_forge.core.io import UserError
 from qa_forge.core.rows import IGNORE_INDEX as IGNORE
 from qa_forge.core.rows import segments
-from qa_forge.training.collate import collate
-from qa_forge.core.io import UserError
 from qa_forge.data.pack import (
     bfd_bins,
     encode,
@@ -30,7 +29,8 @@ from qa_forge.data.pack import (
     pack_records,
     split,
 )
-from qa_forge.chat.render import CHATML, end_of_turn_id, to_messages, tokenize_chat
+from qa_forge.training.attention import register as register_varlen
+from qa_forge.training.collate import collate
 from tests.conftest import ROOT
 from tests.params import merge, raw
 from tests.params import params as section
@@ -190,8 +190,18 @@ def tiny_model(attn_implementation, vocab_size=512):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=1024, pad_token_id=2, bos_token_id=1, eos_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=2,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation).eval()
 
 
@@ -326,7 +336,7 @@ def test_stage_outputs_and_metrics(tmp_path, records):
     recs.write_text("".join(r.model_dump_json() + "\n" for r in records))
     out, metrics, plot = tmp_path / "packed", tmp_path / "pack.json", tmp_path / "lengths.csv"
     args = [str(recs), "--model", str(model), "--params", str(params), "--out", str(out), "--metrics", str(metrics), "--plot", str(plot)]
-    proc = subprocess.run([sys.executable, "-m", "qa_forge", "pack", *args], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "qa_forge", "pack", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     m = json.loads(metrics.read_text())
     rows = {name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()] for name in ("train", "valid")}

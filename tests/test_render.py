@@ -3,8 +3,8 @@ text and through the tokens a model would learn; native `tool_calls`; bad replie
 
 import pytest
 
-from qa_forge.core.prompts import parse_fields
 from qa_forge.chat.render import FinalAnswer, ToolCall, end_of_turn_id, parse_reply, supports_tools, to_messages, tokenize_chat
+from qa_forge.core.prompts import parse_fields
 from tests.smollm2 import sample_records, tokenizer
 
 FIELDS = ["Summary", "Thought", "Answer", "Short answer"]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from qa_forge.core.io import UserError, validate
+from qa_forge.core.records import Record, SubQuestion
 from qa_forge.retrieval.index import Index, global_passages, record_passages, supporting_passages
 from qa_forge.retrieval.retriever import RetrieveParams, Retriever, passage_text
 from qa_forge.retrieval.score import score_source
-from qa_forge.core.records import Record, SubQuestion
 from tests.params import params as section
 from tests.params import retriever as retriever_params
 

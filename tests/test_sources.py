@@ -114,11 +114,15 @@ def test_hotpot_paragraphs(shared):
 
 
 def test_hub_squad_v2():
-    ds = Dataset.from_dict({
-        "id": ["a1", "a2"], "title": ["T", "T"], "context": ["Paris is in France.", "Paris is in France."],
-        "question": ["Where is Paris?", "Where is Lyon?"],
-        "answers": [{"text": ["France"], "answer_start": [12]}, {"text": [], "answer_start": []}],
-    })
+    ds = Dataset.from_dict(
+        {
+            "id": ["a1", "a2"],
+            "title": ["T", "T"],
+            "context": ["Paris is in France.", "Paris is in France."],
+            "question": ["Where is Paris?", "Where is Lyon?"],
+            "answers": [{"text": ["France"], "answer_start": [12]}, {"text": [], "answer_start": []}],
+        }
+    )
     records, _ = convert("squad_v2", loader("squad_v2").read_hub(ds), "hub")
     assert [r.short_answer for r in records] == ["France", None]
     assert [r.answerable for r in records] == [True, False]
@@ -131,35 +135,59 @@ def test_hub_boolq():
 
 
 def test_hub_drop():
-    ds = Dataset.from_dict({
-        "section_id": ["s1", "s1"], "query_id": ["q1", "q2"], "passage": ["The Bears scored 14 and 7."] * 2,
-        "question": ["How many points in all?", "Who scored?"],
-        "answers_spans": [{"spans": ["21"], "types": ["number"]}, {"spans": ["Bears"], "types": ["span"]}],
-    })
+    ds = Dataset.from_dict(
+        {
+            "section_id": ["s1", "s1"],
+            "query_id": ["q1", "q2"],
+            "passage": ["The Bears scored 14 and 7."] * 2,
+            "question": ["How many points in all?", "Who scored?"],
+            "answers_spans": [{"spans": ["21"], "types": ["number"]}, {"spans": ["Bears"], "types": ["span"]}],
+        }
+    )
     records, _ = convert("drop", loader("drop").read_hub(ds), "hub")
     assert [r.short_answer for r in records] == ["21", "Bears"]
 
 
 def test_hub_musique():
-    para = [{"idx": 0, "title": "A", "paragraph_text": "A was written by B.", "is_supporting": True},
-            {"idx": 1, "title": "B", "paragraph_text": "B was born in C.", "is_supporting": True}]
-    ds = Dataset.from_list([{
-        "id": "2hop__1_2", "paragraphs": para, "question": "Where was the writer of A born?",
-        "question_decomposition": [{"id": 1, "question": "Who wrote A?", "answer": "B", "paragraph_support_idx": 0},
-                                   {"id": 2, "question": "Where was #1 born?", "answer": "C", "paragraph_support_idx": 1}],
-        "answer": "C", "answer_aliases": [], "answerable": True,
-    }])
+    para = [
+        {"idx": 0, "title": "A", "paragraph_text": "A was written by B.", "is_supporting": True},
+        {"idx": 1, "title": "B", "paragraph_text": "B was born in C.", "is_supporting": True},
+    ]
+    ds = Dataset.from_list(
+        [
+            {
+                "id": "2hop__1_2",
+                "paragraphs": para,
+                "question": "Where was the writer of A born?",
+                "question_decomposition": [
+                    {"id": 1, "question": "Who wrote A?", "answer": "B", "paragraph_support_idx": 0},
+                    {"id": 2, "question": "Where was #1 born?", "answer": "C", "paragraph_support_idx": 1},
+                ],
+                "answer": "C",
+                "answer_aliases": [],
+                "answerable": True,
+            }
+        ]
+    )
     (r,), _ = convert("musique", loader("musique").read_hub(ds), "hub")
     assert [sq.question for sq in r.sub_questions] == ["Who wrote A?", "Where was B born?"]
 
 
 @pytest.mark.parametrize("name", ["hotpotqa", "2wikimultihopqa"])
 def test_hub_hotpot_layout(name):
-    ds = Dataset.from_dict({
-        "id": ["h1"], "question": ["Which is older, X or Y?"], "answer": ["X"], "type": ["comparison"], "level": ["hard"],
-        "supporting_facts": [{"title": ["X", "Y"], "sent_id": [0, 0]}],
-        "context": [{"title": ["X", "Z", "Y"], "sentences": [["X was built in 1900. ", "It is old."], ["Z is new."], ["Y was built in 1950."]]}],
-    })
+    ds = Dataset.from_dict(
+        {
+            "id": ["h1"],
+            "question": ["Which is older, X or Y?"],
+            "answer": ["X"],
+            "type": ["comparison"],
+            "level": ["hard"],
+            "supporting_facts": [{"title": ["X", "Y"], "sent_id": [0, 0]}],
+            "context": [
+                {"title": ["X", "Z", "Y"], "sentences": [["X was built in 1900. ", "It is old."], ["Z is new."], ["Y was built in 1950."]]}
+            ],
+        }
+    )
     (r,), _ = convert(name, loader(name).read_hub(ds), "hub")
     assert r.id == f"{name}-h1"
     assert [sq.title for sq in r.sub_questions] == ["X", "Y"]

@@ -23,8 +23,17 @@ from tests.conftest import ROOT
 from tests.params import params as section
 from tests.tiny_lm import END, MARK, VOCAB, make_base, write_packed
 
-FAST = {"mode": "lora", "learning_rate": 1e-2, "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 5,
-        "num_train_epochs": 1, "eval_steps": None, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+FAST = {
+    "mode": "lora",
+    "learning_rate": 1e-2,
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 4,
+    "logging_steps": 1,
+    "save_steps": 5,
+    "num_train_epochs": 1,
+    "eval_steps": None,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,7 +85,16 @@ def noise_floor(packed: Path) -> float:
 def test_lora_learns_and_ignores_masked_labels(world):
     d = world["dir"] / "run_lora"
     info = train(params(world, max_steps=30), world["packed"], world["base"], d / "trained", d / "metrics")
-    print("loss", info["first_loss"], "->", info["final_loss"], "eval", info["eval_loss"], "floor if -100 counted", noise_floor(world["packed"]))
+    print(
+        "loss",
+        info["first_loss"],
+        "->",
+        info["final_loss"],
+        "eval",
+        info["eval_loss"],
+        "floor if -100 counted",
+        noise_floor(world["packed"]),
+    )
     assert info["global_step"] == 30
     assert info["final_loss"] < 0.5 * info["first_loss"]
     # random prompt tokens are unlearnable: had they counted, the loss could not drop below this
@@ -135,8 +153,12 @@ def test_resume_after_kill_continues_the_same_run(world):
     paths = [str(world["packed"]), str(world["base"]), str(d / "trained"), str(d / "metrics")]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     run_dir = d / "ckpt" / run_key(p, world["packed"], world["base"])
-    proc = subprocess.Popen([sys.executable, str(d / "driver.py"), str(d / "params.yaml"), *paths], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(d / "driver.py"), str(d / "params.yaml"), *paths],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not complete_checkpoints(run_dir):
@@ -155,7 +177,9 @@ def test_resume_after_kill_continues_the_same_run(world):
     last = int(complete_checkpoints(run_dir)[-1].name.split("-")[1])
     assert info["resumed_from_step"] >= killed_at and steps.seen[0] == info["resumed_from_step"] + 1
     assert info["global_step"] == 40 and last == 40
-    assert info["tokens_seen"] == PackedDataset(world["packed"] / "train.jsonl").tokens() * 5  # 40 steps = 5 epochs: the count came back with the checkpoint
+    assert (
+        info["tokens_seen"] == PackedDataset(world["packed"] / "train.jsonl").tokens() * 5
+    )  # 40 steps = 5 epochs: the count came back with the checkpoint
     assert len(complete_checkpoints(run_dir)) <= p.save_total_limit
     # the dvclive curve is whole: the killed part is replayed from the checkpoint's log history
     loss = (d / "metrics" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()[1:]
@@ -175,22 +199,29 @@ def test_resume_after_kill_continues_the_same_run(world):
 
     # resume: never starts over even with a checkpoint of the same run
     steps = Steps()
-    info = train(p2.model_copy(update={"resume": "never"}), world["packed"], world["base"], d / "trained2", d / "metrics2", callbacks=[steps])
+    info = train(
+        p2.model_copy(update={"resume": "never"}), world["packed"], world["base"], d / "trained2", d / "metrics2", callbacks=[steps]
+    )
     assert info["resumed_from_step"] == 0 and steps.seen[0] == 1
 
 
 def test_run_key_follows_data_and_base_but_not_resume_settings(world, tmp_path):
     p = params(world)
     key = run_key(p, world["packed"], world["base"])
-    assert run_key(p.model_copy(update={"resume": "never", "checkpoint_dir": "elsewhere", "num_threads": 1}), world["packed"], world["base"]) == key
+    assert (
+        run_key(p.model_copy(update={"resume": "never", "checkpoint_dir": "elsewhere", "num_threads": 1}), world["packed"], world["base"])
+        == key
+    )
     other = write_packed(tmp_path / "packed", seed=5)
     assert run_key(p, other, world["base"]) != key
     assert run_key(p.model_copy(update={"lora": p.lora.model_copy(update={"r": 4})}), world["packed"], world["base"]) != key
 
 
 def test_collator_counts_real_tokens_and_keeps_the_contract():
-    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
-            {"input_ids": [8], "labels": [-100], "position_ids": [0]}]
+    rows = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
+        {"input_ids": [8], "labels": [-100], "position_ids": [0]},
+    ]
     b = CountingCollator(END)(rows)
     assert int(b["num_real_tokens"]) == 4 and "attention_mask" not in b
     assert b["input_ids"][1].tolist() == [8, END, END] and b["labels"][1].tolist() == [-100] * 3
@@ -228,9 +259,25 @@ def test_repo_params_validate():
 def test_multi_gpu_launch_command(monkeypatch):
     p = section("train", num_gpus=2, deepspeed="configs/deepspeed/zero2.json", bf16=True)
     cmd = launch_command(p, ["--params", "params.yaml", "--out", "models/trained"])
-    assert cmd == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-                   "--use_deepspeed", "--deepspeed_config_file", "configs/deepspeed/zero2.json",
-                   "-m", "qa_forge", "train", "--params", "params.yaml", "--out", "models/trained"]
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--use_deepspeed",
+        "--deepspeed_config_file",
+        "configs/deepspeed/zero2.json",
+        "-m",
+        "qa_forge",
+        "train",
+        "--params",
+        "params.yaml",
+        "--out",
+        "models/trained",
+    ]
     assert "--multi_gpu" in launch_command(section("train", num_gpus=4), [])
     for name in ("zero2", "zero3"):
         cfg = json.loads((ROOT / "configs" / "deepspeed" / f"{name}.json").read_text())
@@ -240,4 +287,3 @@ def test_multi_gpu_launch_command(monkeypatch):
     assert not in_distributed_launch()
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert in_distributed_launch()
-

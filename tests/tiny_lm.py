@@ -22,9 +22,23 @@ def make_base(path: Path, seed: int = 0) -> Path:
 
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|im_end|>", eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<pad>")
-    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.3, bos_token_id=MARK, eos_token_id=END, pad_token_id=END)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<|im_end|>", eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<pad>"
+    )
+    cfg = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        initializer_range=0.3,
+        bos_token_id=MARK,
+        eos_token_id=END,
+        pad_token_id=END,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(path)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import typer
 
 from qa_forge.core.io import UserError
 
+# every command reads its values from one params file: the default, or a profile merged by the user
+PARAMS = typer.Option(Path("params.yaml"), help="the params file to read (params.yaml, or a composed profile)")
+
 
 def run(command: Callable, prog: str | None = None) -> None:
-    import typer
-
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(command)
     try:

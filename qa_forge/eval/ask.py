@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.prompt import Prompt
 
 from qa_forge.chat import render
+from qa_forge.core.cli import PARAMS
 from qa_forge.core.io import UserError, load_section
 from qa_forge.eval import agent
 from qa_forge.eval.evaluate import EvaluateParams, make_engine
@@ -64,7 +65,7 @@ def logged_search(index: Index, retriever: Retriever, top_k: int, log: list):
 def main(
     docs: Path = typer.Option(..., help="a folder of .txt files"),
     model: Path = typer.Option(Path("models/merged"), help="a Hugging Face model folder"),
-    params: Path = typer.Option(Path("params.yaml")),
+    params: Path = PARAMS,
     question: list[str] = typer.Option(None, help="answer these and exit (else read questions at a prompt)"),
     like: str = typer.Option("hotpotqa", help="the eval set (evaluate.sets) whose top_k the retrieve tool uses"),
 ):
