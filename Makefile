@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # dvc runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test clean
+.PHONY: install repro test check-slow clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,13 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Checks too slow for `make test` (it runs their 8-question versions): the batched evaluate loop with KV
+# reuse against one question at a time, 32 real questions, result in bench/results/eval_parity.json.
+check-slow: install
+	$(BIN)/python bench/eval_parity.py
+	$(BIN)/python -m pytest --check-slow -m check_slow -q -p no:cacheprovider > bench/results/check_slow_tests.txt; \
+	  s=$$?; cat bench/results/check_slow_tests.txt; exit $$s
 
 clean:
 	rm -rf $(VENV)

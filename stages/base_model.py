@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section, write_json
+from qa_forge.core.io import check_outputs, load_section, write_json
 from qa_forge.models.base import BaseModelParams, build
 
 
@@ -17,6 +17,7 @@ def main(
 ):
     """Convert or build the base model into a Hugging Face folder."""
     p = load_section(params, "base_model", BaseModelParams)
+    check_outputs(files=[metrics], folders=[out])
     info = build(p, out)
     write_json(metrics, info)
     print(f"base_model: {info}")

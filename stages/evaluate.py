@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section, write_json, write_jsonl_dir
+from qa_forge.core.io import check_outputs, load_section, write_json, write_jsonl_dir
 from qa_forge.eval.evaluate import EvaluateParams, evaluate, headline, write_plots
 from qa_forge.retrieval.retriever import RetrieverParams
 
@@ -23,10 +23,16 @@ def main(
     """Answer the eval sets with the retrieve loop and score them."""
     p = load_section(params, "evaluate", EvaluateParams)
     rp = load_section(params, "retrieve", RetrieverParams, keys=RetrieverParams.model_fields)
+    out, metrics_path, plots = (
+        out or Path("data/eval") / name,
+        metrics_path or Path(f"metrics/eval_{name}.json"),
+        plots or Path(f"metrics/eval_{name}"),
+    )
+    check_outputs(files=[metrics_path], folders=[out, plots])
     report, predictions = evaluate(p, rp, str(model), name)
-    write_jsonl_dir(out or Path("data/eval") / name, predictions)
-    write_json(metrics_path or Path(f"metrics/eval_{name}.json"), report)
-    write_plots(report, plots or Path(f"metrics/eval_{name}"))
+    write_jsonl_dir(out, predictions)  # every set's predictions in one folder swap: never a mix of new and old
+    write_json(metrics_path, report)
+    write_plots(report, plots)
     print("\n".join(headline(report)))
 
 

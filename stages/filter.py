@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
+from qa_forge.core.io import UserError, check_outputs, load_section, read_records, write_json, write_record_dir
 from qa_forge.data.filter import FilterParams, filter_records
 
 
@@ -18,7 +18,12 @@ def main(
 ):
     """Drop records that break the format or the facts; counts per reason to metrics."""
     p = load_section(params, "filter", FilterParams)
-    kept, rejected, report = filter_records([r for path in inputs for r in read_records(path)], p)
+    check_outputs(files=[metrics], folders=[out])
+    # one input may be empty (no documents generated); all of them empty would empty the outputs
+    records = [r for path in inputs for r in read_records(path, allow_empty=True)]
+    if not records:
+        raise UserError(f"{', '.join(map(str, inputs))}: no records to filter (empty input)")
+    kept, rejected, report = filter_records(records, p)
     write_record_dir(out, {"kept": kept, "rejected": rejected})
     write_json(metrics, report)
     print(f"filter: kept {report['kept']} of {report['records']}; rejected {report['reasons']}")

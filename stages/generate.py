@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
+from qa_forge.core.io import check_outputs, load_section, read_records, write_json, write_record_dir
 from qa_forge.data.generate import GenerateParams, generate_all
 from qa_forge.llm import LLM, LLMParams
 from qa_forge.llm.dryrun import DryRunLLM
@@ -21,10 +21,14 @@ def main(
 ):
     """Write multi-hop questions, complete answers and document Q&A with an LLM."""
     p = load_section(params, "generate", GenerateParams)
-    llm = LLM(load_section(params, "llm", LLMParams))
+    lp = load_section(params, "llm", LLMParams)
+    if not dry_run:
+        check_outputs(files=[metrics], folders=[out])
+    records = read_records(fetched)
+    llm = LLM(lp)
     if dry_run:
         llm = DryRunLLM(llm)
-    outputs = generate_all(llm, p, read_records(fetched))
+    outputs = generate_all(llm, p, records)
     if dry_run:
         llm.report()
         return

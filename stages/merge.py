@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section
+from qa_forge.core.io import check_outputs, load_section
 from qa_forge.models.merge import MergeParams, merge
 
 
@@ -16,7 +16,9 @@ def main(
     out: Path = typer.Option(Path("models/merged")),
 ):
     """Merge the trained adapter into the base (or pass a fully trained model through)."""
-    info = merge(load_section(params, "merge", MergeParams), base, trained, out)
+    p = load_section(params, "merge", MergeParams)
+    check_outputs(folders=[out])
+    info = merge(p, base, trained, out)
     print(f"merge: {info}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import UserError, load_section, read_records, write_json
+from qa_forge.core.io import check_outputs, load_section, read_records, write_json
 from qa_forge.data.pack import PackParams, histogram, load_tokenizer, pack_records, write_histogram, write_outputs
 
 
@@ -21,10 +21,9 @@ def main(
 ):
     """Tokenise conversations (labels on assistant turns) and pack them into rows of ≤ max_seq_length."""
     p = load_section(params, "pack", PackParams)
-    tok, template_from = load_tokenizer(model, p.chat_template)
+    check_outputs(files=[metrics, plot], folders=[out])
     recs = read_records(records)
-    if not recs:
-        raise UserError(f"{records}: no records to pack")
+    tok, template_from = load_tokenizer(model, p.chat_template)
     rows, info, lengths = pack_records(recs, tok, p, template_from)
     write_outputs(out, rows, tok.chat_template)
     write_json(metrics, info)

@@ -6,8 +6,8 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section, read_records, write_json, write_record_dir
-from qa_forge.data.regenerate import RegenerateParams, regenerate
+from qa_forge.core.io import check_outputs, load_section, write_json, write_record_dir
+from qa_forge.data.regenerate import RegenerateParams, read_inputs, regenerate
 from qa_forge.llm import LLM, LLMParams
 
 
@@ -19,10 +19,13 @@ def main(
 ):
     """Rewrite hot or missing answers at temperature 0."""
     p = load_section(params, "regenerate", RegenerateParams)
-    llm = LLM(load_section(params, "llm", LLMParams))
+    lp = load_section(params, "llm", LLMParams)
+    check_outputs(files=[metrics], folders=[out])
+    records = read_inputs(inputs)
+    llm = LLM(lp)
     files, rewritten = {}, 0
-    for path in inputs:
-        files[path.stem], n = regenerate(llm, read_records(path), p)
+    for name, recs in records.items():
+        files[name], n = regenerate(llm, recs, p)
         rewritten += n
     write_record_dir(out, files)
     write_json(metrics, {"records": {k: len(v) for k, v in files.items()}, "rewritten": rewritten, "llm": llm.stats})

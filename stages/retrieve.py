@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import UserError, load_section, write_json, write_jsonl_dir
+from qa_forge.core.io import UserError, check_outputs, load_section, write_json, write_jsonl_dir
 from qa_forge.retrieval.retriever import RetrieveParams
 from qa_forge.retrieval.score import score_files
 
@@ -20,6 +20,9 @@ def main(
 ):
     """Score the retriever alone: recall@k, all@k and MRR of the supporting paragraphs."""
     p = load_section(params, "retrieve", RetrieveParams)
+    check_outputs(files=[metrics], folders=[out])
+    if not fetched.is_dir():
+        raise UserError(f"{fetched}: folder not found (run the fetch stage first)")
     files = {f.stem.removeprefix("eval_"): f for f in sorted(fetched.glob("eval_*.jsonl"))}
     if not files:
         raise UserError(f"{fetched}: no eval_*.jsonl files (run the fetch stage first)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import load_section
+from qa_forge.core.io import check_outputs, load_section
 from qa_forge.training.environment import check_environment
 from qa_forge.training.launch import in_distributed_launch, launch_command
 from qa_forge.training.params import TrainParams
@@ -24,6 +24,7 @@ def main(
 ):
     """Fine-tune the base model on packed rows (full, LoRA or QLoRA); resumable checkpoints."""
     p = load_section(params, "train", TrainParams)
+    check_outputs(folders=[out, metrics_dir])
     if p.num_gpus > 1 and not in_distributed_launch():
         check_environment(p)
         args = ["--params", str(params), "--packed", str(packed), "--base", str(base), "--out", str(out), "--metrics-dir", str(metrics_dir)]

@@ -2,10 +2,17 @@
 
 POST /v1/chat/completions answers with `script(messages, body)` (default: an echo of the last
 user message) after `latency_s`; with probability `fault_rate` (seeded RNG) it fails instead with
-one of `faults`: "429" (Retry-After: 0), "500" (or any other status), or "timeout": a hang longer
-than the client's timeout, after which the connection closes unanswered.
+one of `faults`: "429" (Retry-After: 0), "500" (or any other status): refused before the model
+runs, not billed; "hang": no answer until the client times out, not billed (the request queued and
+never ran); or, billed as if answered: "timeout" (a hang longer than the client's timeout,
+then the connection closes unanswered: a late answer nobody receives), "malformed" (200 with a
+body that is not JSON), "empty" (an empty completion), "cutoff" (cut at max_tokens,
+finish_reason "length"), "no_usage" (a good answer without `usage`).
 Every request is recorded; a success is counted per fingerprint (sha256 of the raw body) only
 when the client is still connected to receive it, so tests can assert nothing was paid twice.
+`billed_tokens` adds up what the server bills (it dedupes nothing); `tokens="bytes"` counts one
+token per UTF-8 byte (the densest a tokenizer can be), the default ~4 characters a token.
+GET /v1/models/{id} describes the model (`owned_by`, `root`: change them to serve "another" model).
 
     with LLMServer(latency_s=0.2) as srv:
         LLMParams(backend="openai", base_url=srv.url, ...)
@@ -29,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 FAULTS = ("429", "500", "timeout")
+BILLED_FAULTS = ("timeout", "malformed", "empty", "cutoff", "no_usage")
+ALL_FAULTS = ("429", "500", "hang", *BILLED_FAULTS)
 
 
 def echo(messages: list[dict], body: dict) -> str:
@@ -36,9 +45,9 @@ def echo(messages: list[dict], body: dict) -> str:
     return f"echo: {last}"
 
 
-def n_tokens(text: str) -> int:
-    """The server's token count: ~4 characters a token."""
-    return math.ceil(len(text) / 4)
+def n_tokens(text: str, tokens: str = "chars") -> int:
+    """The server's token count: ~4 characters a token, or one a UTF-8 byte."""
+    return len(text.encode()) if tokens == "bytes" else math.ceil(len(text) / 4)
 
 
 class LLMServer:
@@ -51,9 +60,12 @@ class LLMServer:
         timeout_sleep_s: float = 1.5,
         seed: int = 0,
         model: str = "test-model",
+        tokens: str = "chars",
     ):
         self.script, self.latency_s, self.fault_rate, self.faults = script, latency_s, fault_rate, faults
-        self.timeout_sleep_s, self.model = timeout_sleep_s, model
+        self.timeout_sleep_s, self.model, self.tokens = timeout_sleep_s, model, tokens
+        self.owned_by, self.root = "tests", "weights-v1"
+        self.billed_tokens = {"prompt": 0, "completion": 0}
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests: list[dict] = []  # every POST: fingerprint, body, auth header, outcome
@@ -124,6 +136,20 @@ class LLMServer:
             if what == "ok":
                 self.successes[entry["fingerprint"]] += 1
 
+    def bill(self, entry: dict, prompt: int, completion: int) -> None:
+        with self.lock:
+            entry["billed"] = (prompt, completion)
+            self.billed_tokens["prompt"] += prompt
+            self.billed_tokens["completion"] += completion
+
+    def cost(self, usd_in_per_mtok: float, usd_out_per_mtok: float) -> float:
+        with self.lock:
+            return (self.billed_tokens["prompt"] * usd_in_per_mtok + self.billed_tokens["completion"] * usd_out_per_mtok) / 1e6
+
+    def count(self, outcome: str) -> int:
+        with self.lock:
+            return self.outcomes[outcome]
+
 
 def _peer_closed(sock: socket.socket) -> bool:
     """True when the client hung up (it sends nothing else while it waits for our answer)."""
@@ -157,8 +183,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, {"error": {"message": message, "type": "server_error", "code": status}}, headers)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": self.srv.model, "object": "model", "created": 0, "owned_by": "tests"}]})
+        srv, route = self.srv, self.path.rstrip("/")
+        card = {"id": srv.model, "object": "model", "created": int(time.time()), "owned_by": srv.owned_by, "root": srv.root}
+        if route == "/v1/models":
+            self._send(200, {"object": "list", "data": [card]})
+        elif route.startswith("/v1/models/"):
+            self._send(200, {**card, "id": route.removeprefix("/v1/models/")})
         else:
             self._error(404, f"no route {self.path}")
 
@@ -179,6 +209,31 @@ class _Handler(BaseHTTPRequestHandler):
             "outcome": None,
         }
         srv.record(entry)
+        # /v1/completions: the raw prompt is handed to the script as one user message
+        messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
+        if fault == "hang":  # queued past the client's timeout, never run
+            time.sleep(srv.timeout_sleep_s)
+            srv.outcome(entry, "hang")
+            self.close_connection = True
+            return
+        if fault is not None and fault not in BILLED_FAULTS:  # an HTTP status: refused before the model runs
+            if srv.latency_s:
+                time.sleep(srv.latency_s)
+            srv.outcome(entry, fault)
+            self._error(int(fault), f"HTTP {fault} (scripted)", {"Retry-After": "0"} if fault == "429" else None)
+            return
+        text = "" if fault == "empty" else srv.script(messages, body)
+        finish = "stop"
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if fault == "cutoff" and max_tokens:  # what the model wrote went on past max_tokens
+            text = text + " and so on" * max_tokens
+        if max_tokens is not None and n_tokens(text, srv.tokens) > max_tokens:
+            text, finish = _truncate(text, max_tokens, srv.tokens), "length"
+        prompt_tokens = sum(
+            n_tokens(str(m.get("role", "")), srv.tokens) + n_tokens(str(m.get("content", "")), srv.tokens) for m in messages
+        )
+        completion_tokens = n_tokens(text, srv.tokens)
+        srv.bill(entry, prompt_tokens, completion_tokens)  # the model ran: billed, whoever receives it
         if fault == "timeout":  # hang past the client's timeout, then drop the connection unanswered
             time.sleep(srv.timeout_sleep_s)
             srv.outcome(entry, "timeout")
@@ -186,29 +241,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.latency_s:
             time.sleep(srv.latency_s)
-        if fault is not None:  # an HTTP status: "429" (with Retry-After: 0), "500", or any other, e.g. "401"
-            srv.outcome(entry, fault)
-            self._error(int(fault), f"HTTP {fault} (scripted)", {"Retry-After": "0"} if fault == "429" else None)
-            return
-        # /v1/completions: the raw prompt is handed to the script as one user message
-        messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
-        text = srv.script(messages, body)
-        finish = "stop"
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        if max_tokens is not None and n_tokens(text) > max_tokens:
-            text, finish = text[: max_tokens * 4], "length"
-        prompt_tokens = sum(n_tokens(str(m.get("content", ""))) for m in messages)
-        completion_tokens = n_tokens(text)
         if _peer_closed(self.connection):  # the client is gone (killed, or gave up): nobody receives this
             srv.outcome(entry, "abandoned")
             self.close_connection = True
             return
-        if route == "/v1/completions":
-            usage = {
+        if fault == "malformed":
+            data = b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": {"role": "assis'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            srv.outcome(entry, "malformed")
+            return
+        usage = (
+            None
+            if fault == "no_usage"
+            else {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             }
+        )
+        if route == "/v1/completions":
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
             self._send(
                 200,
                 {
@@ -217,27 +273,29 @@ class _Handler(BaseHTTPRequestHandler):
                     "created": int(time.time()),
                     "model": body.get("model", srv.model),
                     "usage": usage,
-                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                    "choices": [choice],
                 },
             )
-            srv.outcome(entry, "ok")
-            return
-        self._send(
-            200,
-            {
-                "id": f"chatcmpl-{entry['fingerprint'][:12]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", srv.model),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+            self._send(
+                200,
+                {
+                    "id": f"chatcmpl-{entry['fingerprint'][:12]}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", srv.model),
+                    "choices": [choice],
+                    "usage": usage,
                 },
-            },
-        )
-        srv.outcome(entry, "ok")
+            )
+        srv.outcome(entry, "ok" if fault is None or fault == "no_usage" else fault)
+
+
+def _truncate(text: str, max_tokens: int, tokens: str) -> str:
+    if tokens == "bytes":
+        return text.encode()[:max_tokens].decode(errors="ignore")
+    return text[: max_tokens * 4]
 
 
 if __name__ == "__main__":

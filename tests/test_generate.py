@@ -105,7 +105,14 @@ def server():
 
 def params(server, tmp_path) -> LLMParams:
     return section(
-        "llm", backend="openai", model="test-model", base_url=server.url, cache_dir=str(tmp_path / "cache"), timeout_s=5.0, concurrency=4
+        "llm",
+        backend="openai",
+        model="test-model",
+        base_url=server.url,
+        cache_dir=str(tmp_path / "cache"),
+        timeout_s=5.0,
+        concurrency=4,
+        api_key_env=None,
     )
 
 

@@ -18,10 +18,6 @@ from tests.llm_server import LLMServer
 from tests.params import params
 
 ROOT = Path(__file__).resolve().parents[1]
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def questions(n: int, **kw) -> list[Request]:
@@ -37,6 +33,7 @@ def api(server: LLMServer, tmp_path: Path, **kw) -> LLMParams:
             "base_url": server.url,
             "cache_dir": str(tmp_path / "cache"),
             "timeout_s": 5.0,
+            "api_key_env": None,  # the loopback server needs no key
             **kw,
         },
     )
@@ -138,14 +135,14 @@ def test_client_error_stops_with_model_and_status(tmp_path):
 
 def test_cost_cap_stops_the_run(tmp_path):
     prices = {"price_input_per_mtok": 1000.0, "price_output_per_mtok": 1000.0}  # $0.001 a token
-    # upper bound a request: (ceil(10/4)+4+3 prompt + 20 output) tokens = $0.030; the cap admits three
+    # worst case a request: ("user" 4 + "question i" 10 bytes + 4 + 3 prompt + 20 output) tokens = $0.041; the cap admits three
     with LLMServer(latency_s=0.1) as server:
-        p = api(server, tmp_path, concurrency=4, max_new_tokens=20, cost_cap_usd=0.1, **prices)
+        p = api(server, tmp_path, concurrency=4, max_new_tokens=20, cost_cap_usd=0.13, **prices)
         llm = LLM(p)
-        with pytest.raises(CostCapReached, match=r"\$0\.1000") as e:
+        with pytest.raises(CostCapReached, match=r"\$0\.1300") as e:
             llm.complete(questions(10))
         assert llm.stats["calls"] == 3 == server.n_successes
-        assert 0 < llm.stats["cost_usd"] <= 0.1
+        assert 0 < llm.stats["cost_usd"] <= 0.13
         assert f"${llm.stats['cost_usd']:.4f}" in str(e.value)
         assert LLM(p).estimate(questions(10))["cached"] == 3  # what was answered is kept
 
@@ -165,7 +162,7 @@ def test_estimate_counts_cached_and_bounds_cost(server, tmp_path):
     reqs = [req(0), req(1), req(2, 100), req(3, 100), req(0)]  # the last one repeats the first
     llm.complete(reqs[:2])
     est = llm.estimate(reqs)
-    prompt = (2 + 4) + (10 + 4) + 3  # ceil(chars/4) + 4 a message, + 3
+    prompt = (6 + 8 + 4) + (4 + 40 + 4) + 3  # role and content bytes + 4 a message, + 3
     assert est == {
         "requests": 5,
         "cached": 3,
@@ -190,43 +187,26 @@ def test_api_key_comes_from_env_and_is_never_stored(server, tmp_path, monkeypatc
     assert files and not any(secret.encode() in f.read_bytes() for f in files)
     assert secret not in json.dumps(llm.stats) + llm.identity + llm.params.model_dump_json()
 
-    monkeypatch.delenv("QAF_TEST_KEY")  # unset (or api_key_env: null): local servers get "EMPTY"
-    LLM(api(server, tmp_path / "b", api_key_env="QAF_TEST_KEY")).complete(questions(1))
-    LLM(api(server, tmp_path / "c", api_key_env=None)).complete(questions(1))
-    assert [e["authorization"] for e in server.requests[3:]] == ["Bearer EMPTY"] * 2
+    monkeypatch.delenv("QAF_TEST_KEY")  # an unset variable is an error naming it, before anything is sent
+    with pytest.raises(UserError, match="environment variable QAF_TEST_KEY is not set"):
+        LLM(api(server, tmp_path / "b", api_key_env="QAF_TEST_KEY")).complete(questions(1))
+    LLM(api(server, tmp_path / "c", api_key_env=None)).complete(questions(1))  # null: a server that needs none
+    assert [e["authorization"] for e in server.requests[3:]] == ["Bearer EMPTY"]
 
 
 def test_identity_names(tmp_path):
-    assert LLM(params("llm", backend="openai", model="gpt-x", cache_dir=str(tmp_path))).identity == "openai:api.openai.com:gpt-x"
-    p = params("llm", backend="openai", model="m", base_url="http://127.0.0.1:8000/v1", cache_dir=str(tmp_path))
-    assert LLM(p).identity == "openai:http://127.0.0.1:8000/v1:m"
+    def openai(**kw):
+        return LLM(params("llm", backend="openai", cache_dir=str(tmp_path), api_key_env=None, **kw)).identity
+
+    assert openai(model="gpt-x", model_version="2024-08-06") == "openai:api.openai.com:gpt-x:2024-08-06"
+    # credentials in the URL never reach the identity (stored in every cache row)
+    assert openai(model="m", base_url="http://user:pw@127.0.0.1:8000/v1", model_version="v1") == "openai:http://127.0.0.1:8000/v1:m:v1"
     assert LLM(params("llm", backend="vllm", model="org/some-model", cache_dir=str(tmp_path))).identity == "hub:org/some-model"
     with pytest.raises(UserError, match="no weight files"):
         _ = LLM(params("llm", model=str(tmp_path), cache_dir=str(tmp_path / "c"))).identity
 
 
 # --- tiny local models (transformers backend) --------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_tok():
-    """A 300-token byte-level BPE tokenizer with a ChatML template, trained in milliseconds offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tk.train_from_iterator(["Where was the author of Dune born? The quick brown fox jumps over the lazy dog."] * 10, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|im_end|>", bos_token="<|im_start|>", chat_template=CHATML
-    )
 
 
 def save_tiny(path: Path, tok, seed: int) -> Path:
@@ -255,6 +235,13 @@ def local(path: Path, cache: Path, **kw) -> LLMParams:
     return params("llm", **{"backend": "transformers", "model": str(path), "cache_dir": str(cache), "max_new_tokens": 8, **kw})
 
 
+def stored_texts(llm: LLM, reqs: list[Request]) -> list[str]:
+    """What the model wrote, as cached: a random tiny model never stops, so every completion is a
+    cut-off failure whose Response text is empty."""
+    rows = llm._cache.get_many(llm._item(r).key for r in reqs)
+    return [rows[llm._item(r).key][0] for r in reqs]
+
+
 def test_changed_local_model_misses_the_cache(tmp_path, tiny_tok):
     model, cache = tmp_path / "model", tmp_path / "cache"
     reqs = questions(3)
@@ -276,11 +263,10 @@ def test_changed_local_model_misses_the_cache(tmp_path, tiny_tok):
 def test_batched_greedy_matches_one_at_a_time(tmp_path, tiny_tok):
     model = save_tiny(tmp_path / "model", tiny_tok, seed=0)
     reqs = [Request.chat([{"role": "user", "content": "fox " * n}], 0.0) for n in (1, 9, 3, 20, 2, 14, 5)]
-    batched = LLM(local(model, tmp_path / "a", batch_size=4)).complete(reqs)
-    single = LLM(local(model, tmp_path / "b", batch_size=1)).complete(reqs)
-    assert [(r.text, r.prompt_tokens, r.completion_tokens) for r in batched] == [
-        (r.text, r.prompt_tokens, r.completion_tokens) for r in single
-    ]
+    a, b = LLM(local(model, tmp_path / "a", batch_size=4)), LLM(local(model, tmp_path / "b", batch_size=1))
+    batched, single = a.complete(reqs), b.complete(reqs)
+    assert stored_texts(a, reqs) == stored_texts(b, reqs)
+    assert [(r.prompt_tokens, r.completion_tokens) for r in batched] == [(r.prompt_tokens, r.completion_tokens) for r in single]
     assert len({r.prompt_tokens for r in batched}) == len(reqs)  # really mixed lengths
     assert all(0 < r.completion_tokens <= 8 for r in batched)
 
@@ -288,10 +274,10 @@ def test_batched_greedy_matches_one_at_a_time(tmp_path, tiny_tok):
 def test_sampling_is_reproducible_per_sample(tmp_path, tiny_tok):
     model = save_tiny(tmp_path / "model", tiny_tok, seed=0)
     reqs = [Request.chat([{"role": "user", "content": "fox"}], 1.0, sample=k) for k in range(3)]
-    first = LLM(local(model, tmp_path / "a")).complete(reqs)
-    again = LLM(local(model, tmp_path / "b")).complete(reqs)  # a fresh cache: sampled again
-    assert [r.text for r in first] == [r.text for r in again]
-    assert len({r.text for r in first}) > 1
+    a, b = LLM(local(model, tmp_path / "a")), LLM(local(model, tmp_path / "b"))  # b: a fresh cache, sampled again
+    a.complete(reqs), b.complete(reqs)
+    assert stored_texts(a, reqs) == stored_texts(b, reqs)
+    assert len(set(stored_texts(a, reqs))) > 1
 
 
 @pytest.mark.slow

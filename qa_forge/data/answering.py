@@ -48,7 +48,7 @@ def write_sub_questions(llm: LLM, records: list[Record], max_tokens: int, desc: 
         if fields.get("Question"):
             sq.question = fields["Question"]
         else:
-            note_error(r, "sub_question: missing 'Question'")
+            note_error(r, "sub_question: " + ", ".join(resp.problems() or ["missing 'Question'"]))
 
 
 def answer_hops(
@@ -62,7 +62,7 @@ def answer_hops(
         reqs.append(Request.chat(user(prompt), origin.temperature or 0.0, max_tokens))
     for (r, k, sq), resp in zip(todo, llm.complete(reqs, desc=desc)):
         fields = parse_fields(resp.text, ["Thought", "Answer", "Short answer"])
-        errors = require(fields, ["Answer"])
+        errors = resp.problems() or require(fields, ["Answer"])
         if errors:
             note_error(r, f"sub_questions[{k}]: " + ", ".join(errors))
             continue
@@ -96,7 +96,7 @@ def write_finals(llm: LLM, records: list[Record], needs: Callable[[Record], bool
     ]
     for r, resp in zip(todo, llm.complete(reqs, desc=desc)):
         fields = parse_fields(resp.text, ["Summary", "Thought", "Answer", "Short answer"])
-        errors = require(fields, ["Summary", "Answer"])
+        errors = resp.problems() or require(fields, ["Summary", "Answer"])
         if errors:
             note_error(r, "final: " + ", ".join(errors))
             continue

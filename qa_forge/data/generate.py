@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from qa_forge.core.io import UserError
+from qa_forge.core.io import UserError, model_errors, read_text
 from qa_forge.core.prompts import fill, parse_fields, parse_list, require, user
 from qa_forge.core.records import Origin, Record, SubQuestion
 from qa_forge.data import answering
@@ -80,9 +80,9 @@ class GenerateParams(BaseModel):
 
 def read_categories(path: str | Path) -> list[str]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: categories file not found (param generate.categories)")
-    cats = [c.strip() for line in path.read_text().splitlines() if not line.startswith("#") for c in line.split(",") if c.strip()]
+    cats = [c.strip() for line in read_text(path).splitlines() if not line.startswith("#") for c in line.split(",") if c.strip()]
     if not cats:
         raise UserError(f"{path}: no categories")
     return cats
@@ -128,7 +128,7 @@ def gen_entities(llm: LLM, p: GenerateParams, rng: random.Random) -> list[Record
             "attribute": f.get("Selected attribute", ""),
             "raw": resp.text,
         }
-        out.append(multihop_record("gen_entities", i, f, require(f, ENTITY_FIELDS[:2] + ENTITY_FIELDS[4:]), meta))
+        out.append(multihop_record("gen_entities", i, f, resp.problems() or require(f, ENTITY_FIELDS[:2] + ENTITY_FIELDS[4:]), meta))
     return out
 
 
@@ -150,7 +150,7 @@ def gen_attributes(llm: LLM, p: GenerateParams, rng: random.Random) -> list[Reco
             "attributes": [f.get("Attribute 1", ""), f.get("Attribute 2", "")],
             "raw": resp.text,
         }
-        out.append(multihop_record("gen_attributes", i, f, require(f, ["Entity", *ATTRIBUTE_FIELDS[4:]]), meta))
+        out.append(multihop_record("gen_attributes", i, f, resp.problems() or require(f, ["Entity", *ATTRIBUTE_FIELDS[4:]]), meta))
     return out
 
 
@@ -183,15 +183,24 @@ def chunk_text(text: str, tokenizer, size: int) -> list[str]:
     return chunks
 
 
-def gen_documents(llm: LLM, p: GenerateParams, rng: random.Random, tokenizer=None) -> list[Record]:
-    d = p.documents
+def read_documents(d: DocumentsParams) -> list[tuple[str, str]]:
+    """(file name, text) of every .txt file of the documents folder; none when generator 4 is off."""
     if not d.folder:
         return []
     folder = Path(d.folder)
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise UserError(f"{folder}: no .txt files (param generate.documents.folder)")
-    chunks = [(f.name, c) for f in files for c in chunk_text(f.read_text(encoding="utf-8"), tokenizer, d.chunk_tokens)][: d.max_chunks]
+    return [(f.name, read_text(f)) for f in files]
+
+
+def gen_documents(llm: LLM, p: GenerateParams, rng: random.Random, tokenizer=None, documents: list | None = None) -> list[Record]:
+    """Generator 4 over `documents` (`read_documents`, read here when not given)."""
+    d = p.documents
+    documents = read_documents(d) if documents is None else documents
+    chunks = [(name, c) for name, text in documents for c in chunk_text(text, tokenizer, d.chunk_tokens)][: d.max_chunks]
+    if not chunks:
+        return []
     mt = p.max_tokens["document"]
     themes = llm.complete(
         [Request.chat(user(fill("doc_theme", chunk=c)), hot(rng, p), 32, sample=i) for i, (_, c) in enumerate(chunks)],
@@ -251,15 +260,19 @@ def load_tokenizer(model: str):
         return None
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model)
+    with model_errors(model, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(model)
     return lambda s: tok(s, add_special_tokens=False)["input_ids"]
 
 
 def generate_all(llm: LLM, p: GenerateParams, fetched: list[Record]) -> dict[str, list[Record]]:
-    """The four generators, each with its own RNG; file name -> records."""
+    """The four generators, each with its own RNG; file name -> records. Every input file is read
+    before the first LLM call, so a bad one costs nothing."""
+    read_categories(p.categories)
+    documents = read_documents(p.documents)
     return {
         "entities": gen_entities(llm, p, rng_for(p, "entities")),
         "attributes": gen_attributes(llm, p, rng_for(p, "attributes")),
         "sources": gen_answers(llm, fetched, p, llm.params.model) if p.answers.enabled else fetched,
-        "documents": gen_documents(llm, p, rng_for(p, "documents"), load_tokenizer(llm.params.model)),
+        "documents": gen_documents(llm, p, rng_for(p, "documents"), load_tokenizer(llm.params.model), documents),
     }

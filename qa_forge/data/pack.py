@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from qa_forge.chat.render import CHATML, ensure_template, to_messages, tokenize_chat
-from qa_forge.core.io import UserError, atomic_dir, atomic_path, write_jsonl
+from qa_forge.core.io import UserError, atomic_dir, atomic_path, check_model_folder, model_errors, write_jsonl
 from qa_forge.core.records import Record
 from qa_forge.core.rows import IGNORE_INDEX, ROW_KEYS, segments
 
@@ -44,15 +44,22 @@ class PackParams(BaseModel):
 
 # --- tokenising ----------------------------------------------------------------------------------
 
+# where the chat template came from (`load_tokenizer`), as an error names it
+TEMPLATE_FROM = {
+    "params": "param 'pack.chat_template'",
+    "model": "the model's chat template",
+    "chatml_fallback": "the ChatML fallback template",
+}
+
 
 def load_tokenizer(model: str | Path, chat_template: str | None = None):
-    """(tokenizer, where its chat template comes from: "params", "model" or "chatml_fallback")."""
+    """The tokenizer of a model folder, and where its chat template comes from: "params", "model" or
+    "chatml_fallback"."""
+    check_model_folder(model, config=None, weights=False)  # its JSON files checked: an error names the file
     from transformers import AutoTokenizer
 
-    try:
+    with model_errors(model, "tokenizer"):
         tok = AutoTokenizer.from_pretrained(str(model))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{model}: cannot load a tokenizer ({type(e).__name__}: {e})") from None
     if chat_template:
         tok.chat_template = chat_template
         return tok, "params"
@@ -61,12 +68,16 @@ def load_tokenizer(model: str | Path, chat_template: str | None = None):
     return tok, source
 
 
-def encode(records: list[Record], tokenizer) -> list[dict]:
+def encode(records: list[Record], tokenizer, template_from: str = "model") -> list[dict]:
     """One example per record: {"id", "input_ids", "labels"}."""
+    from jinja2 import TemplateError
+
     out = []
     for r in records:
         try:
             ids, labels = tokenize_chat(tokenizer, to_messages(r))
+        except TemplateError as e:  # the template itself is broken: name where it came from
+            raise UserError(f"{TEMPLATE_FROM[template_from]}: jinja error rendering record {r.id}: {type(e).__name__}: {e}") from None
         except (ValueError, IndexError) as e:
             raise UserError(f"record {r.id}: cannot render its conversation ({e})") from None
         out.append({"id": r.id, "input_ids": ids, "labels": labels})
@@ -268,7 +279,7 @@ def pack_records(
     records: list[Record], tokenizer, p: PackParams, template_from: str = "model"
 ) -> tuple[dict[str, list[dict]], dict, list[int]]:
     """({"train": rows, "valid": rows}, metrics, conversation lengths before overlong handling)."""
-    examples = encode(records, tokenizer)
+    examples = encode(records, tokenizer, template_from)
     lengths = [len(ex["input_ids"]) for ex in examples]
     train_ex, valid_ex = split(examples, p.valid_fraction, p.seed)
     train_fit, over_t = fit(train_ex, p.max_seq_length, p.overlong)

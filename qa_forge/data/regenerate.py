@@ -5,8 +5,11 @@ Answers from sources, our samples or generator 3 (temperature 0) are kept."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from qa_forge.core.io import UserError, read_records
 from qa_forge.core.records import Origin, Record, SubQuestion
 from qa_forge.data import answering
 from qa_forge.llm.llm import LLM
@@ -32,3 +35,17 @@ def regenerate(llm: LLM, records: list[Record], p: RegenerateParams) -> tuple[li
     )
     answering.write_finals(llm, todo, lambda r: True, origin, p.max_tokens["final"], "regenerate: final answers")
     return records, len(todo)
+
+
+def read_inputs(inputs: list[Path]) -> dict[str, list[Record]]:
+    """Output name (the input's stem) -> its records, all read before any LLM call. Two inputs with
+    one file name would write one output: refused. One input may be empty (no documents), not all."""
+    names: dict[str, Path] = {}
+    for path in inputs:
+        if path.stem in names:
+            raise UserError(f"{names[path.stem]} and {path}: two inputs named {path.name}; each writes {path.stem}.jsonl: rename one")
+        names[path.stem] = path
+    records = {name: read_records(path, allow_empty=True) for name, path in names.items()}
+    if not any(records.values()):
+        raise UserError(f"{', '.join(map(str, inputs))}: no records to regenerate (empty input)")
+    return records

@@ -2,7 +2,10 @@
 answered with the top-k paragraphs of that question's index, until it gives a final answer.
 
 An engine (`qa_forge.eval.engines`) produces the next assistant turn for a batch of conversations:
-`begin(group)`, `step(active) -> replies` (None: ran past the length limit), `end()`.
+`begin(group)`, `step(active) -> replies`, `end()`. A reply is None when that conversation ran past its own
+length limit (max_new_tokens, or the engine's max_length against its own tokens) without ending its turn.
+Batching must not change a conversation's course: `step` gets only the conversations still running, and
+each reply is the one that conversation would get alone.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def run(engine, convs: list[Conversation], max_calls: int, progress: Callable[[i
         while active := [c for c in group if not c.done]:
             replies = engine.step(active)
             for conv, reply in zip(active, replies):
-                if reply is None:  # ran past max_new_tokens or the context
+                if reply is None:  # ran past its max_new_tokens or its context limit
                     conv.steps.append({"reply": None})
                     conv.status = "length"
                 else:

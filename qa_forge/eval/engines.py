@@ -1,9 +1,10 @@
 """Engines that write the next assistant turn of a batch of conversations (see `agent`).
 
-- `TransformersEngine`: batched `generate`; with `reuse_cache` each conversation's KV cache is
-  kept between steps and only the new tokens (tool result + generation prompt) are encoded.
-  `reuse_cache=False, batch_size=1` is the seeds' way: one question at a time, re-encoding the
-  whole conversation at every step.
+- `TransformersEngine`: batched greedy `generate`; with `reuse_cache` each conversation's KV cache is
+  kept between steps and only what it does not already hold (tool result + generation prompt) is
+  encoded. `reuse_cache=False, batch_size=1` is the seeds' way: one question at a time, re-encoding
+  the whole conversation at every step. Both run the same loop: each conversation stops at its own
+  end-of-turn, under its own length limit, and sees exactly the tokens the one-at-a-time renderer gives it.
 - `VLLMEngine`: vLLM's offline engine with automatic prefix caching.
 - `OpenAIEngine`: an OpenAI-compatible server's completions endpoint (e.g. `vllm serve`), prompts
   rendered here with the model's chat template.
@@ -11,14 +12,83 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+
 from qa_forge.chat import render
 from qa_forge.core.clients import openai_client
 from qa_forge.core.io import UserError
 from qa_forge.eval.agent import Conversation
 
 
+@cache
+def _hooks():
+    """transformers' per-row hooks into `generate`, built on first use (importing transformers is slow)."""
+    from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+    class RowBudget(StoppingCriteria):
+        """Each row stops after its own number of new tokens. transformers' MaxLengthCriteria has one
+        length for the whole batch; `generate` itself supports per-row stops (it pads finished rows)."""
+
+        def __init__(self, start: int, budgets):
+            self.start, self.budgets = start, budgets
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return (input_ids.shape[1] - self.start) >= self.budgets
+
+    class TopTwoGap(LogitsProcessor):
+        """Records, per decoding step and row, the gap between the two largest logits (parity checks)."""
+
+        def __init__(self):
+            self.gaps: list[list[float]] = []
+
+        def __call__(self, input_ids, scores):
+            top = scores.topk(2, dim=-1).values
+            self.gaps.append((top[:, 0] - top[:, 1]).tolist())
+            return scores
+
+    return RowBudget, TopTwoGap, StoppingCriteriaList, LogitsProcessorList
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Batch:
+    """What the cache holds between steps: row i is convs[i]; `held[i]` its own tokens (the columns of
+    `ids` where `mask` is 1, in order); the other columns are padding or discarded tokens."""
+
+    convs: list[Conversation]
+    held: list[list[int]]
+    ids: object  # LongTensor [rows, columns]
+    mask: object  # LongTensor [rows, columns]
+    cache: object  # transformers DynamicCache over ids[:, :cache length]
+
+
 class TransformersEngine:
-    """Batched greedy decoding with transformers; optionally reusing each conversation's KV cache."""
+    """Batched greedy decoding with transformers; optionally reusing each conversation's KV cache.
+
+    The same loop as one conversation at a time, only batched:
+    - a conversation's input is always `render_ids(messages, add_generation_prompt=True)`, the one-at-a-time
+      prompt. With `reuse_cache` the cached tokens are compared with it: the common prefix is kept, cached
+      tokens past it are masked out (e.g. a reply the template re-tokenizes differently), and the rest is encoded;
+    - positions come from the attention mask (`generate` numbers tokens by the mask's cumulative sum), so
+      left padding and masked holes leave each conversation at positions 0..n-1, as alone;
+    - each conversation stops at its own end-of-turn token or its own budget,
+      min(max_new_tokens, max_length - its own prompt length): never the padded batch's width;
+    - a conversation that ends leaves the batch (its cache row is dropped); the others are not touched.
+
+    Why not transformers' continuous batching (`generate_batch`, paged cache with block sharing): its prefix
+    sharing reuses only complete blocks and needs the paged-attention kernels, and a turn here is a
+    synchronous step (retrieve runs between turns), which `generate` with a `DynamicCache` and per-row
+    stopping criteria already covers on CPU and GPU alike.
+    """
 
     def __init__(
         self,
@@ -29,6 +99,7 @@ class TransformersEngine:
         reuse_cache: bool = True,
         max_length: int = 4096,
         fixed_length: bool = False,
+        trace: bool = False,
     ):
         import torch
 
@@ -38,75 +109,114 @@ class TransformersEngine:
         self.fixed_length = fixed_length  # scripted benchmarks: every reply is exactly max_new_tokens long
         self.eot = render.end_of_turn_id(tokenizer)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eot
-        self.state = None
+        # a sliding window counts cache columns, padding and masked holes included: keep the cache within it
+        cfg = model.config
+        self.window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        # trace: qid -> per reply {"tokens": generated ids, "gaps": top-2 logit gap at each} (parity checks)
+        self.trace: dict[str, list[dict]] | None = {} if trace else None
+        self.state: _Batch | None = None
 
     # -- batch lifecycle --
     def begin(self, convs: list[Conversation]) -> None:
-        self.state = None  # (conversations, sequences, attention mask, cache)
+        self.state = None
 
     def end(self) -> None:
         self.state = None
 
-    def step(self, convs: list[Conversation]) -> list[str | None]:
-        if self.reuse_cache and self.state is not None:
-            return self._continue(convs)
-        prompts = [render.render_ids(self.tok, c.messages, add_generation_prompt=True) for c in convs]
-        width = max(map(len, prompts))
-        ids = self.torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])
-        mask = self.torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        return self._generate(convs, ids, mask, None)
+    def budget(self, prompt_len: int) -> int:
+        """New tokens a conversation of `prompt_len` tokens may write: its own length against max_length."""
+        room = self.max_length - prompt_len
+        if self.fixed_length:
+            return self.max_new_tokens if room >= self.max_new_tokens else 0
+        return max(0, min(self.max_new_tokens, room))
 
-    def _generate(self, convs, ids, mask, cache) -> list[str | None]:
+    def step(self, convs: list[Conversation]) -> list[str | None]:
+        """The next reply of each conversation; None where it would run past its budget without ending its turn."""
+        targets = [render.render_ids(self.tok, c.messages, add_generation_prompt=True) for c in convs]
+        budgets = [self.budget(len(t)) for t in targets]
+        go = [i for i, b in enumerate(budgets) if b > 0]  # the rest end here ("length") and leave the batch
+        replies: list[str | None] = [None] * len(convs)
+        if not go:
+            self.state = None
+            return replies
+        convs, targets, budgets = [convs[i] for i in go], [targets[i] for i in go], [budgets[i] for i in go]
+        ids, mask, cache = self._inputs(convs, targets, max(budgets))
+        texts = self._generate(convs, targets, budgets, ids, mask, cache)
+        for i, text in zip(go, texts):
+            replies[i] = text
+        return replies
+
+    def _pad_left(self, rows: list[list[int]]):
+        width = max(map(len, rows))
+        ids = self.torch.tensor([[self.pad] * (width - len(r)) + r for r in rows])
+        mask = self.torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids, mask
+
+    def _inputs(self, convs, targets, longest_budget):
+        """Input ids, attention mask and cache for this step."""
+        torch, st = self.torch, self.state
+        where = {id(c): i for i, c in enumerate(st.convs)} if self.reuse_cache and st is not None else {}
+        if not all(id(c) in where for c in convs):
+            ids, mask = self._pad_left(targets)
+            return ids, mask, None
+        rows = [where[id(c)] for c in convs]
+        ids, mask, held, cache = st.ids, st.mask.clone(), [st.held[r] for r in rows], st.cache
+        if rows != list(range(len(st.convs))):  # conversations that ended leave the batch
+            cache.batch_select_indices(torch.tensor(rows))
+            ids, mask = ids[rows], mask[rows]
+        suffixes = []
+        for j, (h, t) in enumerate(zip(held, targets)):
+            keep = min(common_prefix(h, t), len(t) - 1)  # at least one token to encode: the next logits come from it
+            # cached tokens the renderer does not produce are masked out, like padding (DynamicCache.crop cuts
+            # every row at one length; a per-row cut is a mask)
+            if keep < len(h):
+                mask[j, mask[j].nonzero().squeeze(1)[keep:]] = 0
+            suffixes.append(t[keep:])
+        new_ids, new_mask = self._pad_left(suffixes)
+        ids, mask = torch.cat([ids, new_ids], 1), torch.cat([mask, new_mask.to(mask.dtype)], 1)
+        if self.window is not None and ids.shape[1] + longest_budget > self.window:
+            ids, mask = self._pad_left(targets)  # re-encode: the padded cache would outgrow the window
+            return ids, mask, None
+        return ids, mask, cache
+
+    def _generate(self, convs, targets, budgets, ids, mask, cache) -> list[str | None]:
         torch = self.torch
+        row_budget, top_two_gap, stopping, processors = _hooks()
+        width = ids.shape[1]
+        gaps = top_two_gap() if self.trace is not None else None
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 past_key_values=cache,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max(budgets),
                 min_new_tokens=self.max_new_tokens if self.fixed_length else None,
+                stopping_criteria=stopping([row_budget(width, torch.tensor(budgets))]),
+                logits_processor=processors([gaps] if gaps is not None else []),
                 do_sample=False,
                 eos_token_id=None if self.fixed_length else self.eot,
                 pad_token_id=self.pad,
                 return_dict_in_generate=True,
                 use_cache=True,
             )
-        new = out.sequences[:, ids.shape[1] :].tolist()
-        texts, gen_mask = [], []
-        closed = [self.eot in row for row in new]  # did the reply end its turn (else: fixed-length mode)
-        for row in new:
-            k = row.index(self.eot) + 1 if self.eot in row else (len(row) if self.fixed_length else None)
-            texts.append(self.tok.decode(row[:k], skip_special_tokens=True) if k else None)
-            gen_mask.append([1] * (k or len(row)) + [0] * (len(row) - (k or len(row))))
+        new = out.sequences[:, width:].tolist()
+        texts, gen_mask, now_held = [], [], []
+        for j, (row, budget) in enumerate(zip(new, budgets)):
+            mine = row[:budget]  # past its budget a row holds padding (which may be the end-of-turn id itself)
+            if self.fixed_length:
+                k = len(mine)
+            else:
+                k = mine.index(self.eot) + 1 if self.eot in mine else None
+            n = k or len(mine)
+            texts.append(self.tok.decode(mine[:k], skip_special_tokens=True) if k else None)
+            gen_mask.append([1] * n + [0] * (len(row) - n))
+            now_held.append(targets[j] + mine[:n])
+            if gaps is not None:
+                self.trace.setdefault(convs[j].qid, []).append({"tokens": mine[:n], "gaps": [g[j] for g in gaps.gaps[:n]]})
         if self.reuse_cache:
             mask = torch.cat([mask, torch.tensor(gen_mask, dtype=mask.dtype)], 1)
-            self.state = (list(convs), out.sequences, mask, out.past_key_values, closed)
+            self.state = _Batch(list(convs), now_held, out.sequences, mask, out.past_key_values)
         return texts
-
-    def _continue(self, convs: list[Conversation]) -> list[str | None]:
-        """Encode only what follows each conversation's last reply: the tool turn and the generation prompt."""
-        torch = self.torch
-        prev, seqs, mask, cache, closed = self.state
-        keep = [prev.index(c) for c in convs]
-        if len(keep) < len(prev):
-            cache.batch_select_indices(torch.tensor(keep))
-            seqs, mask = seqs[keep], mask[keep]
-        suffixes = []
-        for c, i in zip(convs, keep):
-            # the template's rendering through the reply ends with end-of-turn + whatever follows it
-            through = render.render_ids(self.tok, c.messages[:-1])
-            after = render.render_ids(self.tok, c.messages, add_generation_prompt=True)
-            if after[: len(through)] != through:
-                raise ValueError(f"{c.qid}: chat template does not render a stable prefix")
-            tail = through[len(through) - through[::-1].index(self.eot) :] if self.eot in through else []
-            suffixes.append(([] if closed[i] else [self.eot]) + tail + after[len(through) :])
-        width = max(map(len, suffixes))
-        new = torch.tensor([[self.pad] * (width - len(s)) + s for s in suffixes])
-        new_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], dtype=mask.dtype)
-        ids, mask = torch.cat([seqs, new], 1), torch.cat([mask, new_mask], 1)
-        if ids.shape[1] + self.max_new_tokens > self.max_length:
-            return [None] * len(convs)
-        return self._generate(convs, ids, mask, cache)
 
 
 class VLLMEngine:

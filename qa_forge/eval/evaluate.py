@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qa_forge.chat import render
-from qa_forge.core.io import UserError, atomic_path, read_records
+from qa_forge.core.io import UserError, atomic_path, check_model_folder, model_errors, read_records
 from qa_forge.core.records import Record
 from qa_forge.eval import agent
 from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
@@ -27,7 +27,7 @@ class EvalSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: str
-    n: NonNegativeInt | None  # the first n questions (null: all)
+    n: PositiveInt | None  # the first n questions (null: all); a set of none would score nothing
     scope: Scope  # question: the question's own paragraphs | global: every paragraph of the file
     top_k: PositiveInt  # paragraphs per retrieve call
 
@@ -65,7 +65,8 @@ class EvaluateParams(BaseModel):
 def make_engine(p: EvaluateParams, model_dir: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    with model_errors(model_dir, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(model_dir)
     render.ensure_template(tok)
     if p.backend == "vllm":
         return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype)
@@ -76,7 +77,8 @@ def make_engine(p: EvaluateParams, model_dir: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, p.dtype)).eval()
+    with model_errors(model_dir):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, p.dtype)).eval()
     tok.padding_side = "left"
     return TransformersEngine(model, tok, p.max_new_tokens, p.batch_size, p.reuse_cache, p.max_length)
 
@@ -134,17 +136,20 @@ def prediction_row(r: Record, c: agent.Conversation) -> dict:
 
 
 def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) -> tuple[dict, dict[str, list[dict]]]:
-    """(report: {"model": name, <set>: scores}, prediction rows per set)."""
-    if not Path(model_dir).exists() and p.backend != "openai":
-        raise UserError(f"{model_dir}: model folder not found")
+    """(report: {"model": name, <set>: scores}, prediction rows per set). Every set is read and the
+    model folder checked before the model loads: a bad input fails in a second, not after a set."""
+    if not p.sets:
+        raise UserError("param 'evaluate.sets': no eval sets: nothing to evaluate")
+    inputs = {set_name: read_records(es.path)[: es.n] for set_name, es in p.sets.items()}
+    local = p.backend != "openai"  # openai: a server holds the model; a local folder, if any, gives the tokenizer
+    if local or Path(model_dir).exists():
+        check_model_folder(model_dir, config="config.json" if local else None, weights=local)
     engine = make_engine(p, model_dir)
     retriever = Retriever(rp)
     report: dict = {"model": name}
     predictions: dict[str, list[dict]] = {}
     for set_name, es in p.sets.items():
-        records = read_records(es.path)[: es.n]
-        if not records:
-            continue
+        records = inputs[set_name]
         convs = conversations(records, retriever, es.scope, es.top_k)
         qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
         rows = [prediction_row(r, c) for r, c in zip(records, convs)]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from qa_forge.core.io import UserError, read_jsonl
 from qa_forge.core.textnorm import abstains
 from qa_forge.eval import metrics
 
@@ -132,3 +136,27 @@ def plot_rows(table: PlotTable, report: dict) -> tuple[list[str], list[list]]:
     header = [table.label, "n", *table.columns]
     rows = [[g, grp["n"], *(grp[m]["value"] for m in table.columns.values())] for g, grp in report[table.group].items()]
     return header, rows
+
+
+# --- predictions ---------------------------------------------------------------------------------
+
+
+class Prediction(BaseModel):
+    """The fields of an evaluate prediction row (`evaluate.prediction_row`) that compare reads."""
+
+    model_config = ConfigDict(extra="allow")  # the steps, statuses and scores ride along
+    id: str = Field(min_length=1)
+    question: str
+    gold: list[str]
+    final_message: str | None
+
+
+def check_predictions(base: Path, finetuned: Path) -> None:
+    """Both models' prediction files for every set, read through the one read path before any
+    judge call is paid: a missing, empty or corrupt one fails naming file, line and field."""
+    names = [name for name in TASKS if (base / f"{name}.jsonl").exists()]
+    if not names:
+        raise UserError(f"{base}: no predictions ({', '.join(f'{n}.jsonl' for n in TASKS)}): run the evaluate stages first")
+    for name in names:
+        for folder in (base, finetuned):
+            read_jsonl(folder / f"{name}.jsonl", Prediction)

@@ -3,27 +3,31 @@
 - accuracy: each answer judged 0/1 against the reference;
 - win rate: the judge picks the better of the two answers, asked in both orders; a win counts
   only when both orders agree, otherwise it is a tie.
-The judge runs through the LLM layer (cached). The default judge is SmolLM2 itself: it only
-proves the wiring; use a strong model (`judge.llm`) for real runs.
+A verdict the judge did not write in the asked format is unparsable: it is left out of the scores
+(never counted as incorrect or as a tie) and counted, every score carries the N it was computed on,
+and a judge with more than `judge.max_unparsable` of its verdicts unparsable fails the stage. The
+judge runs through the LLM layer (cached). The embedded default's SmolLM2 cannot judge, so the
+default turns the judge off (`judge.enabled: false`); use a strong model (`judge.llm`) for real runs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qa_forge.core.io import UserError
+from qa_forge.core.io import UserError, read_jsonl
 from qa_forge.core.prompts import fill, parse_fields, user
 from qa_forge.eval import metrics
-from qa_forge.eval.tasks import TASKS
+from qa_forge.eval.tasks import TASKS, Prediction
 from qa_forge.llm import LLM, LLMParams, Request
 
 
 class JudgeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    enabled: bool  # false: compare records that the judge was off and writes no scores
     llm: LLMParams
+    max_unparsable: float = Field(ge=0, le=1)  # share of unparsable verdicts above which compare fails
     max_tokens: int = Field(gt=0)
     unanswerable_reference: str  # the reference answer of a question with no gold answer
     bootstrap: int = Field(gt=0)
@@ -31,9 +35,8 @@ class JudgeParams(BaseModel):
 
 
 def read_rows(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: predictions not found (run the evaluate stages first)")
-    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+    """Predictions by id, through the one read path (file, line and field named on a bad row)."""
+    return {r.id: r.model_dump() for r in read_jsonl(path, Prediction)}
 
 
 def reference(row: dict, p: JudgeParams) -> str:
@@ -67,45 +70,68 @@ def pairwise_request(row: dict, a: dict, b: dict, p: JudgeParams) -> Request:
     return Request.chat(user(prompt), 0.0, p.max_tokens)
 
 
+def pair_outcome(x: str | None, y: str | None) -> str | None:
+    """x: the verdict with base as A, y: with fine-tuned as A. None when either is unparsable."""
+    if x is None or y is None:
+        return None
+    if x == "B" and y == "A":
+        return "finetuned"
+    if x == "A" and y == "B":
+        return "base"
+    return "tie"
+
+
 def judge_source(llm: LLM, base: dict[str, dict], tuned: dict[str, dict], p: JudgeParams, desc: str) -> dict:
     ids = [i for i in base if i in tuned]
+    n = len(ids)
     acc = [
         verdict(r.text)
         for r in llm.complete([accuracy_request(rows[i], p) for rows in (base, tuned) for i in ids], desc=f"{desc} accuracy")
     ]
     first = llm.complete([pairwise_request(base[i], base[i], tuned[i], p) for i in ids], desc=f"{desc} base vs fine-tuned")
     second = llm.complete([pairwise_request(base[i], tuned[i], base[i], p) for i in ids], desc=f"{desc} fine-tuned vs base")
-    wins = {"finetuned": 0, "base": 0, "tie": 0}
-    unparsable = sum(v is None for v in acc)
-    for a, b in zip(first, second):
-        x, y = preference(a.text), preference(b.text)  # x: A = base; y: A = fine-tuned
-        unparsable += (x is None) + (y is None)
-        if x == "B" and y == "A":
-            wins["finetuned"] += 1
-        elif x == "A" and y == "B":
-            wins["base"] += 1
-        else:
-            wins["tie"] += 1
-    n = len(ids)
+    prefs = [(preference(a.text), preference(b.text)) for a, b in zip(first, second)]
+    outcomes = [o for o in (pair_outcome(x, y) for x, y in prefs) if o is not None]
 
-    def s(vals: list[float | None]) -> dict:  # an unparsable verdict counts as incorrect
-        return metrics.summarize([v or 0.0 for v in vals], n=p.bootstrap, seed=p.seed)
+    def score(vals: list[float | None]) -> dict:  # parsed verdicts only
+        return metrics.summarize([v for v in vals if v is not None], n=p.bootstrap, seed=p.seed)
 
+    def share(outcome: str) -> dict:
+        return metrics.summarize([float(o == outcome) for o in outcomes], n=p.bootstrap, seed=p.seed)
+
+    unparsable = sum(v is None for v in acc) + sum((x is None) + (y is None) for x, y in prefs)
     return {
         "n": n,
-        "accuracy": {"base": s(acc[:n]), "finetuned": s(acc[n:])},
-        "win_rate": {k: round(v / n, 4) if n else None for k, v in wins.items()},
-        "wins": wins,
-        "judge_unparsable": unparsable,
+        "accuracy": {"base": score(acc[:n]), "finetuned": score(acc[n:])},
+        "win_rate": {"n": len(outcomes), "finetuned": share("finetuned"), "base": share("base"), "tie": share("tie")},
+        "wins": {k: outcomes.count(k) for k in ("finetuned", "base", "tie")},
+        "unparsable": {
+            "accuracy": {"base": sum(v is None for v in acc[:n]), "finetuned": sum(v is None for v in acc[n:])},
+            "pairs": n - len(outcomes),
+            "verdicts": unparsable,
+            "of": 4 * n,
+        },
     }
+
+
+def check_parsable(name: str, report: dict, p: JudgeParams) -> None:
+    u = report["unparsable"]
+    if u["of"] and u["verdicts"] / u["of"] > p.max_unparsable:
+        raise UserError(
+            f"judge {p.llm.model}: {u['verdicts']} of {u['of']} verdicts on {name} were unparsable "
+            f"(more than judge.max_unparsable = {p.max_unparsable:.0%}): use a judge model that follows the format (judge.llm)"
+        )
 
 
 def judge(p: JudgeParams, base: Path, finetuned: Path) -> dict:
     """Every eval set with predictions of both models, judged; plus the judge's LLM stats."""
+    if not p.enabled:
+        return {"judge": None, "enabled": False}
     llm = LLM(p.llm)
-    report: dict = {"judge": p.llm.model}
+    report: dict = {"judge": p.llm.model, "enabled": True}
     for name in TASKS:
         if (base / f"{name}.jsonl").is_file():
             report[name] = judge_source(llm, read_rows(base / f"{name}.jsonl"), read_rows(finetuned / f"{name}.jsonl"), p, f"judge {name}")
+            check_parsable(name, report[name], p)
     report["llm"] = llm.stats
     return report

@@ -4,7 +4,6 @@ transformers (batched generate) and offline vLLM. Each sends `_Item`s and report
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from collections.abc import Callable
@@ -12,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from qa_forge.core.clients import openai_client
 from qa_forge.core.io import UserError
+from qa_forge.llm.identity import VOLATILE_METADATA, public_url
 from qa_forge.llm.params import LLMParams
-from qa_forge.llm.request import CHARS_PER_TOKEN, SAMPLING, _Item
+from qa_forge.llm.request import SAMPLING, _Item
 from qa_forge.llm.run import _Run
 
 BACKOFF_BASE = 0.5  # seconds: retry n waits ~BACKOFF_BASE * 2**n (jittered); tests shrink it
@@ -27,15 +27,60 @@ def backoff(attempt: int) -> float:
     return d / 2 + random.uniform(0, d / 2)
 
 
+class _Refused(Exception):
+    """The server answered with a retryable status (429, 5xx): it did not run the request."""
+
+    def __init__(self, error: Exception, wait: float | None):
+        super().__init__(str(error))
+        self.error, self.wait = error, wait
+
+
+class _Unknown(Exception):
+    """No usable answer, but the server may have run the request and billed it: a timeout, a lost
+    connection, or a body that is not a completion."""
+
+
+def retryable(status: int) -> bool:
+    return status >= 500 or status in (408, 409, 429)
+
+
+def parse_completion(r) -> tuple[str, str | None, object]:
+    """(text, finish_reason, usage) of a chat completion; _Unknown when the body is not one (the
+    SDK hands back a str for a non-JSON body and leaves fields unset on a partial one)."""
+    choices = getattr(r, "choices", None)
+    if not choices or getattr(choices[0], "message", None) is None:
+        raise _Unknown(f"the body is not a chat completion: {str(r)[:200]}")
+    return choices[0].message.content or "", choices[0].finish_reason, getattr(r, "usage", None)
+
+
 class _OpenAIBackend:
     def __init__(self, p: LLMParams):
         self.p = p
         self._client = None
+        self.where = f"model '{p.model}' at {public_url(p.base_url)}"
 
     def client(self):
-        if self._client is None:  # our own retry loop (budget-aware): the SDK's is off
+        # Our own retry loop, not the SDK's: it also retries bodies that are not completions, stops
+        # when the run stops, re-reserves the cost cap before each attempt and counts what may have
+        # been billed. The SDK's retries would do none of that, so they are off.
+        if self._client is None:
             self._client = openai_client(self.p.base_url, self.p.api_key_env, self.p.timeout_s, max_retries=0)
         return self._client
+
+    def metadata(self) -> dict | None:
+        """The server's description of the model, minus fields it stamps per request; None when it
+        has no models endpoint (then `model_version` is the only way to tell two models apart)."""
+        import openai
+
+        try:
+            m = self.client().models.retrieve(self.p.model)
+        except openai.NotFoundError:
+            return None
+        except openai.APIError as e:
+            raise UserError(
+                f"{self.where}: cannot read the model's metadata ({type(e).__name__}); set llm.model_version to name it"
+            ) from None
+        return {k: v for k, v in m.model_dump().items() if k not in VOLATILE_METADATA}
 
     def run(self, items: list[_Item], run: _Run) -> None:
         client = self.client()
@@ -50,47 +95,59 @@ class _OpenAIBackend:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _one(self, client, it: _Item, run: _Run) -> None:
-        if not run.admit(it):
-            return
-        try:
-            text, pt, ct = self._call(client, it, run)
-        except Exception as e:  # noqa: BLE001 - kept for complete() to raise in the caller's thread
-            run.release(it)
-            run.fail(e)
-            return
-        run.done(it, text, pt, ct)
+        """Send `it` until it is answered, its retries are spent or the run stops. Each attempt
+        reserves its worst-case cost first; one that may have been billed is charged that."""
+        err: Exception | None = None
+        for attempt in range(self.p.max_retries + 1):
+            if attempt:
+                run.retried()
+            if not run.admit(it):
+                return
+            try:
+                text, pt, ct, finish = self._send(client, it, run)
+            except _Refused as e:
+                run.release(it)
+                err, wait = e.error, e.wait
+            except _Unknown as e:
+                run.charge_worst_case(it)
+                err, wait = e, None
+            except Exception as e:  # noqa: BLE001 - fatal (e.g. 401): complete() raises it in the caller's thread
+                run.release(it)
+                run.fail(e)
+                return
+            else:
+                run.done(it, text, pt, ct, finish)
+                return
+            if run.aborted or attempt == self.p.max_retries:
+                break
+            time.sleep(wait if wait is not None else backoff(attempt))
+        run.gave_up(it, f"{self.where}: gave up after {attempt} retries: {type(err).__name__}: {str(err)[:300]}")
 
-    def _call(self, client, it: _Item, run: _Run) -> tuple[str, int, int]:
+    def _send(self, client, it: _Item, run: _Run) -> tuple[str, int, int, str | None]:
         import openai
 
-        where = f"model '{self.p.model}' at {self.p.base_url or 'api.openai.com'}"
-        for attempt in range(self.p.max_retries + 1):
-            try:
-                r = client.chat.completions.create(
-                    model=self.p.model,
-                    messages=it.request.as_dicts(),
-                    temperature=it.request.temperature,
-                    max_tokens=it.max_tokens,
-                    top_p=SAMPLING["top_p"],
-                    seed=it.seed,
-                )
-                break
-            except openai.APIStatusError as e:
-                if not (e.status_code >= 500 or e.status_code in (408, 409, 429)):
-                    hint = f" (API key from env var {self.p.api_key_env})" if e.status_code in (401, 403) else ""
-                    raise UserError(f"{where}: HTTP {e.status_code}{hint}: {str(e.message)[:300]}") from None
-                err, wait = e, _retry_after(e.response)
-            except openai.APIConnectionError as e:  # includes APITimeoutError
-                err, wait = e, None
-            if attempt == self.p.max_retries or run.aborted:
-                raise UserError(f"{where}: gave up after {attempt} retries: {type(err).__name__}: {str(err)[:300]}")
-            run.retried()
-            time.sleep(wait if wait is not None else backoff(attempt))
-        choice = r.choices[0] if r.choices else None
-        text = (choice.message.content if choice else None) or ""
-        if r.usage is None:  # some servers omit usage: fall back to estimates
-            return text, it.prompt_estimate, math.ceil(len(text) / CHARS_PER_TOKEN)
-        return text, r.usage.prompt_tokens, r.usage.completion_tokens
+        run.llm._cache.sending(it.key, run.llm.identity)  # journaled: a kill from here on may leave a billed call
+        try:
+            r = client.chat.completions.create(
+                model=self.p.model,
+                messages=it.request.as_dicts(),
+                temperature=it.request.temperature,
+                max_tokens=it.max_tokens,
+                top_p=SAMPLING["top_p"],
+                seed=it.seed,
+            )
+        except openai.APIStatusError as e:
+            run.llm._cache.unanswered(it.key)
+            if not retryable(e.status_code):
+                hint = f" (API key from env var {self.p.api_key_env})" if e.status_code in (401, 403) else ""
+                raise UserError(f"{self.where}: HTTP {e.status_code}{hint}: {str(e.message)[:300]}") from None
+            raise _Refused(e, _retry_after(e.response)) from None
+        except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as e:  # timeouts, lost connections, bad JSON
+            raise _Unknown(f"{type(e).__name__}: {e}") from None
+        text, finish, usage = parse_completion(r)
+        if usage is None:  # some servers omit usage: cost it at the worst case, never under it
+            return text, it.prompt_bound, it.max_tokens, finish
+        return text, usage.prompt_tokens, usage.completion_tokens, finish
 
 
 def _retry_after(response) -> float | None:
@@ -149,16 +206,18 @@ class _TransformersBackend:
         self.load()
         texts = {it.key: self.prompt(it) for it in items}
         lengths = {k: len(self.tok(t, add_special_tokens=False).input_ids) for k, t in texts.items()}
+        for it in items:  # the model's own tokenizer: the exact prompt size for the cost cap
+            run.bound_prompt(it, lengths[it.key])
         for batch in _batches(items, self.p.batch_size, lambda it: lengths[it.key]):
             batch = run.admit_prefix(batch)
             if not batch:
                 return
-            for it, (text, pt, ct) in zip(batch, self.generate([texts[it.key] for it in batch], batch)):
-                run.done(it, text, pt, ct)
+            for it, (text, pt, ct, finish) in zip(batch, self.generate([texts[it.key] for it in batch], batch)):
+                run.done(it, text, pt, ct, finish)
             if run.stopped:
                 return
 
-    def generate(self, prompts: list[str], batch: list[_Item]) -> list[tuple[str, int, int]]:
+    def generate(self, prompts: list[str], batch: list[_Item]) -> list[tuple[str, int, int, str]]:
         import torch
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
@@ -174,16 +233,17 @@ class _TransformersBackend:
         gen = out[:, enc["input_ids"].shape[1] :]
         texts = self.tok.batch_decode(gen, skip_special_tokens=True)
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
-        return [(t, pt, self._n_generated(row.tolist())) for t, pt, row in zip(texts, prompt_tokens, gen)]
+        return [(t, pt, *self._n_generated(row.tolist())) for t, pt, row in zip(texts, prompt_tokens, gen)]
 
-    def _n_generated(self, ids: list[int]) -> int:
-        """Tokens up to and including the first stop token (padding after it excluded)."""
+    def _n_generated(self, ids: list[int]) -> tuple[int, str]:
+        """Tokens up to and including the first stop token (padding after it excluded), and the
+        finish reason: "length" when the model never stopped within max_new_tokens."""
         for i, t in enumerate(ids):
             if t in self.stop_ids:
-                return i + 1
+                return i + 1, "stop"
             if t == self.tok.pad_token_id:
-                return i
-        return len(ids)
+                return i, "stop"
+        return len(ids), "length"
 
 
 class _VLLMBackend:
@@ -219,7 +279,7 @@ class _VLLMBackend:
             outs = self.engine.chat([it.request.as_dicts() for it in batch], sps, use_tqdm=False)
             for it, o in zip(batch, outs):
                 c = o.outputs[0]
-                run.done(it, c.text, len(o.prompt_token_ids or []), len(c.token_ids))
+                run.done(it, c.text, len(o.prompt_token_ids or []), len(c.token_ids), c.finish_reason)
             if run.stopped:
                 return
 

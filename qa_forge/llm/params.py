@@ -13,7 +13,8 @@ class LLMParams(BaseModel):
     backend: Literal["openai", "vllm", "transformers"]
     model: str  # hub/API model name, or a local HF folder for transformers/vllm
     base_url: str | None  # openai backend; e.g. http://127.0.0.1:8000/v1 for `vllm serve`
-    api_key_env: str | None  # NAME of the env var holding the key; unset -> "EMPTY"
+    api_key_env: str | None  # NAME of the env var holding the key; null: a local server that needs none
+    model_version: str | None  # openai backend: what identifies the served weights (null: the server's metadata)
     concurrency: PositiveInt  # openai: max requests in flight
     max_retries: NonNegativeInt
     timeout_s: PositiveFloat
@@ -22,4 +23,5 @@ class LLMParams(BaseModel):
     price_input_per_mtok: NonNegativeFloat  # USD per million prompt tokens
     price_output_per_mtok: NonNegativeFloat
     cost_cap_usd: NonNegativeFloat | None
+    retry_failed: bool  # send again requests whose cached completion was empty or cut off
     cache_dir: str  # outside DVC outputs

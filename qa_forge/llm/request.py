@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from qa_forge.core.io import UserError
 
-CHARS_PER_TOKEN = 4  # prompt-size estimate for the cost cap and estimate()
 MESSAGE_OVERHEAD = 4  # tokens per chat message (role, separators), plus 3 to prime the reply
 SAMPLING = {"top_p": 1.0}  # fixed sampling settings every backend uses; part of the cache key
+# Why an answer is not used: an empty completion, or one the server cut off at max_tokens. Cached
+# as failures, so a deterministic cut-off is not paid for again on every run (`llm.retry_failed`).
+EMPTY, CUT_OFF, GAVE_UP = "empty", "cut_off", "gave_up"
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,22 @@ class Request:
 
 @dataclass
 class Response:
-    text: str
+    text: str  # "" when the request failed
     prompt_tokens: int
     completion_tokens: int
     cached: bool
+    failure: str | None = None  # EMPTY, CUT_OFF, or GAVE_UP (retries spent: not cached)
+
+    def problems(self) -> list[str]:
+        """Why this response is no answer, as a record's error; [] when it is one."""
+        return [f"llm: completion {self.failure}"] if self.failure else []
+
+
+def failure_of(text: str, finish_reason: str | None) -> str | None:
+    """Why a completion cannot be an answer, or None when it can."""
+    if finish_reason == "length":
+        return CUT_OFF
+    return EMPTY if not text.strip() else None
 
 
 class CostCapReached(UserError):
@@ -51,13 +64,15 @@ class _Item:
     request: Request
     fields: dict  # what the key hashes (minus identity); stored with the row
     max_tokens: int
-    prompt_estimate: int
-    upper_usd: float
+    prompt_bound: int  # prompt tokens, at most
+    upper_usd: float  # the worst case: prompt_bound in, max_tokens out
 
     @property
     def seed(self) -> int:
         return int(self.key[:8], 16)
 
 
-def estimate_prompt_tokens(messages: tuple) -> int:
-    return sum(math.ceil(len(content) / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD for _, content in messages) + 3
+def prompt_token_bound(messages: tuple) -> int:
+    """At most this many prompt tokens whatever the tokenizer: no tokenizer makes more than one
+    token of a UTF-8 byte (byte-level BPE falls back to single bytes), plus the chat overhead."""
+    return sum(len(role.encode()) + len(content.encode()) + MESSAGE_OVERHEAD for role, content in messages) + 3

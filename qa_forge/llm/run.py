@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from qa_forge.llm.request import Response, _Item
+from qa_forge.llm.request import GAVE_UP, Response, _Item, failure_of
 
 if TYPE_CHECKING:
     from qa_forge.llm.llm import LLM
@@ -34,6 +34,7 @@ class _Run:
         self.cap_hit = False
         self.error: BaseException | None = None
         self.interrupted = False
+        self.last_give_up: str | None = None
         self.tok_in = self.tok_out = 0
         self.cost = 0.0
         self.console = Console(stderr=True)
@@ -86,24 +87,51 @@ class _Run:
         with self.llm._lock:
             self.reserved -= it.upper_usd
 
-    def done(self, it: _Item, text: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """A response arrived: cache it first, then count it."""
+    def bound_prompt(self, it: _Item, tokens: int) -> None:
+        """The backend counted the prompt with the model's tokenizer: a tighter worst case."""
+        it.prompt_bound = tokens
+        it.upper_usd = self.llm.cost(tokens, it.max_tokens)
+
+    def _spend(self, prompt_tokens: int, completion_tokens: int) -> None:
+        cost = self.llm.cost(prompt_tokens, completion_tokens)
+        s = self.llm.stats
+        s["prompt_tokens"] += prompt_tokens
+        s["completion_tokens"] += completion_tokens
+        s["cost_usd"] += cost
+        self.tok_in += prompt_tokens
+        self.tok_out += completion_tokens
+        self.cost += cost
+
+    def charge_worst_case(self, it: _Item) -> None:
+        """An attempt that may have been billed without an answer (timeout, lost connection, bad
+        body): its reservation is spent at the worst case, so the cap holds whatever was billed."""
+        with self.llm._lock:
+            self.reserved -= it.upper_usd
+            self.llm.stats["maybe_billed"] += 1
+            self._spend(it.prompt_bound, it.max_tokens)
+
+    def done(self, it: _Item, text: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None) -> None:
+        """A response arrived: cache it first (an empty or cut-off one as a failure), then count it."""
         llm = self.llm
-        llm._cache.put(it.key, llm.identity, it.fields, text, prompt_tokens, completion_tokens)
-        cost = llm.cost(prompt_tokens, completion_tokens)
+        failure = failure_of(text, finish_reason)
+        llm._cache.put(it.key, llm.identity, it.fields, text, prompt_tokens, completion_tokens, failure)
         with llm._lock:
             self.reserved -= it.upper_usd
-            self.results[it.key] = Response(text, prompt_tokens, completion_tokens, cached=False)
-            s = llm.stats
-            s["calls"] += 1
-            s["prompt_tokens"] += prompt_tokens
-            s["completion_tokens"] += completion_tokens
-            s["cost_usd"] += cost
-            self.tok_in += prompt_tokens
-            self.tok_out += completion_tokens
-            self.cost += cost
+            self.results[it.key] = Response("" if failure else text, prompt_tokens, completion_tokens, cached=False, failure=failure)
+            llm.stats["calls"] += 1
+            if failure:
+                llm.count_failure(failure)
+            self._spend(prompt_tokens, completion_tokens)
             info = self.info()
         self.progress.update(self.task, advance=1, info=info)
+
+    def gave_up(self, it: _Item, message: str) -> None:
+        """Retries spent: the item ends failed for this run (not cached: the next run tries again)."""
+        with self.llm._lock:
+            self.results[it.key] = Response("", 0, 0, cached=False, failure=GAVE_UP)
+            self.llm.count_failure(GAVE_UP)
+            self.last_give_up = message
+        self.progress.update(self.task, advance=1)
 
     def retried(self) -> None:
         with self.llm._lock:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from qa_forge.core.io import UserError, atomic_dir
+from qa_forge.core.io import UserError, atomic_dir, model_errors
 
 
 class BaseModelParams(BaseModel):
@@ -46,8 +46,9 @@ def load_gguf(path: Path, dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype))
+    with model_errors(path, "GGUF model"):
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype))
     # A GGUF-loaded model carries its quantizer; drop it so the weights save and train as plain tensors.
     model.hf_quantizer = None
     model.is_quantized = False
@@ -56,17 +57,29 @@ def load_gguf(path: Path, dtype: str = "float32"):
     return model, tok
 
 
-def build_tiny(p: BaseModelParams):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+def tiny_config(p: BaseModelParams, **fields):
+    """The LlamaConfig of `base_model.tiny` (+ `fields`); LlamaConfig takes any field, so a bad one
+    fails in its architecture checks, reported as the param."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import LlamaConfig
 
-    path = gguf_path(p.package, p.gguf_file)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     if not p.tiny:
         raise UserError("param 'base_model.tiny': the LlamaConfig fields of the tiny model (hidden_size, num_hidden_layers, ...)")
-    cfg = dict(p.tiny)
-    config = LlamaConfig(
-        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **cfg
+    try:
+        return LlamaConfig(**{**p.tiny, **fields})
+    except (ValueError, TypeError, StrictDataclassError) as e:
+        raise UserError(f"param 'base_model.tiny': not a valid LlamaConfig ({' '.join(str(e).split())})") from None
+
+
+def build_tiny(p: BaseModelParams):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tiny_config(p)  # checked before the GGUF tokenizer, which takes seconds to load
+    path = gguf_path(p.package, p.gguf_file)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    config = tiny_config(
+        p, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
     torch.manual_seed(p.seed)
     return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, p.dtype)), tok
@@ -80,7 +93,8 @@ def build(p: BaseModelParams, out: Path) -> dict:
                 raise UserError("param 'base_model.hub_id': required when base_model.source is 'hub'")
             from huggingface_hub import snapshot_download
 
-            snapshot_download(p.hub_id, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+            with model_errors(p.hub_id, "hub model"):  # offline, unknown id, no access
+                snapshot_download(p.hub_id, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
         else:
             model, tok = build_tiny(p) if p.source == "tiny" else load_gguf(gguf_path(p.package, p.gguf_file), p.dtype)
             model.save_pretrained(tmp)

@@ -9,14 +9,13 @@ Saved with the tokenizer to a temporary folder, then renamed onto `models/merged
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from qa_forge.core.io import UserError, atomic_dir
+from qa_forge.core.io import UserError, atomic_dir, check_model_folder, model_errors, read_json
 
 
 class MergeParams(BaseModel):
@@ -27,39 +26,59 @@ class MergeParams(BaseModel):
 
 
 def trained_mode(trained: Path) -> str:
+    if not trained.is_dir():
+        raise UserError(f"{trained}: folder not found: run the train stage first")
     if (trained / "adapter_config.json").is_file():
         info = trained / "train_info.json"
-        return json.loads(info.read_text()).get("mode", "lora") if info.is_file() else "lora"
+        return read_json(info).get("mode", "lora") if info.is_file() else "lora"
     if (trained / "config.json").is_file():
         return "full"
     raise UserError(f"{trained}: neither an adapter (adapter_config.json) nor a model (config.json): run the train stage first")
 
 
-def merged_model(base: Path, trained: Path, dtype: str):
+def check_inputs(base: Path, trained: Path) -> str:
+    """The trained mode, once the folders merge reads are sound (before torch is imported)."""
+    mode = trained_mode(trained)
+    if mode == "full":
+        check_model_folder(trained)
+    else:
+        check_model_folder(trained, config="adapter_config.json")
+        check_model_folder(base)
+    return mode
+
+
+def merged_model(base: Path, trained: Path, dtype: str, mode: str):
     """The model to save: base + adapter merged, or the fully trained model."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dt = getattr(torch, dtype)
-    mode = trained_mode(trained)
     if mode == "full":
-        return AutoModelForCausalLM.from_pretrained(trained, dtype=dt), mode
-    if not (base / "config.json").is_file():
-        raise UserError(f"{base}: not a model folder (no config.json)")
+        with model_errors(trained):
+            return AutoModelForCausalLM.from_pretrained(trained, dtype=dt)
     from peft import PeftModel
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dt)  # never quantised: qlora merges onto the full base
-    model = PeftModel.from_pretrained(model, trained).merge_and_unload()
-    return model, mode
+    with model_errors(base):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dt)  # never quantised: qlora merges onto the full base
+    try:
+        return PeftModel.from_pretrained(model, trained).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as e:  # a size mismatch, or target modules the base lacks
+        detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])[:400]
+        raise UserError(
+            f"{trained}: the adapter does not fit the base {base} ({detail}): merge it onto the base it was trained on"
+        ) from None
 
 
 def merge(p: MergeParams, base: Path, trained: Path, out: Path) -> dict:
+    start = time.time()
+    mode = check_inputs(base, trained)
     from transformers import AutoTokenizer
 
-    start = time.time()
-    model, mode = merged_model(base, trained, p.dtype)
+    model = merged_model(base, trained, p.dtype, mode)
     model.config.use_cache = True  # inference default again (training turned it off)
-    tok = AutoTokenizer.from_pretrained(trained if (trained / "tokenizer_config.json").is_file() else base)
+    source = trained if (trained / "tokenizer_config.json").is_file() else base
+    with model_errors(source, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(source)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, max_shard_size=p.max_shard_size)
         tok.save_pretrained(tmp)

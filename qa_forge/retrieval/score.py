@@ -106,10 +106,11 @@ def score_files(
     p: RetrieveParams, eval_files: dict[str, Path], limit: int | None = None, progress: bool = True
 ) -> tuple[dict, dict[str, list[dict]], int]:
     """(metrics, rows per source, texts the model embedded this run: queries + uncached passages)."""
+    # every file read before the model loads: a bad one fails at once
+    inputs = {name: read_records(path)[:limit] if limit else read_records(path) for name, path in eval_files.items()}
     retriever = Retriever(p.retriever(), progress=progress)
     report: dict = {"model": retriever.identity, "scope": p.scope, "ks": sorted(set(p.ks)), "sources": {}}
     outputs = {}
-    for name, path in eval_files.items():
-        records = read_records(path)[:limit] if limit else read_records(path)
+    for name, records in inputs.items():
         report["sources"][name], outputs[name] = score_source(records, retriever, p.scope, p.ks)
     return report, outputs, retriever.encoded

@@ -10,12 +10,17 @@ one-token segment of its own (position 0, label -100), so nothing real attends t
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from qa_forge.core.rows import IGNORE_INDEX
 
+if TYPE_CHECKING:
+    import torch
+
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    import torch  # here, not at the top: the train stage checks its inputs before paying for torch
+
     n = max(len(r["input_ids"]) for r in rows)
 
     def pad(key: str, value: int) -> torch.Tensor:

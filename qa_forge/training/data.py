@@ -2,46 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from qa_forge.core.io import UserError
-from qa_forge.core.rows import IGNORE_INDEX, ROW_KEYS
+from qa_forge.core.io import iter_jsonl
+from qa_forge.core.rows import IGNORE_INDEX, ROW_KEYS, PackedRow
 from qa_forge.training.collate import Collator
 
 
 class PackedDataset:
-    """Rows of a packed JSONL file, kept as compact int arrays; items are dicts of lists."""
+    """Rows of a packed JSONL file, kept as compact int arrays; items are dicts of lists. With
+    `vocab_size` (the model's), a token id past it is an error naming the file and line."""
 
     KEYS = ROW_KEYS
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, vocab_size: int | None = None):
         import numpy as np
 
-        if not path.is_file():
-            raise UserError(f"{path}: file not found (the pack stage writes it)")
         self.path = path
-        self.rows: list[tuple] = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{i}: not valid JSON: {e}") from None
-                self.rows.append(tuple(np.asarray(self._check(row, path, i)[k], dtype=np.int64) for k in self.KEYS))
-
-    @classmethod
-    def _check(cls, row, path, i) -> dict:
-        if not isinstance(row, dict) or any(k not in row for k in cls.KEYS):
-            raise UserError(f"{path}:{i}: a row needs the keys {list(cls.KEYS)}")
-        n = len(row["input_ids"])
-        if n == 0 or any(len(row[k]) != n for k in cls.KEYS):
-            raise UserError(f"{path}:{i}: input_ids, labels and position_ids must be non-empty and of equal length")
-        if row["position_ids"][0] != 0:
-            raise UserError(f"{path}:{i}: position_ids must start at 0")
-        return row
+        rows = iter_jsonl(path, PackedRow, context={"vocab_size": vocab_size})
+        self.rows: list[tuple] = [tuple(np.asarray(getattr(row, k), dtype=np.int64) for k in self.KEYS) for row in rows]
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_forge.core.hashing import DigestStore
-from qa_forge.core.io import UserError, atomic_dir, write_json
+from qa_forge.core.io import UserError, atomic_dir, check_model_folder, model_errors, write_json
 from qa_forge.core.store import SqliteStore
 from qa_forge.training.checkpoints import complete_checkpoints, prepare_run_dir, run_key
 from qa_forge.training.data import CountingCollator, PackedDataset
@@ -63,8 +63,8 @@ def finetune(p: TrainParams, packed: Path, base: Path, out: Path, metrics_dir: P
 
 
 def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks: list) -> Run:
+    train_ds, valid_ds = load_data(packed, base)  # first: a bad input fails before torch is imported
     notes = check_environment(p)
-    train_ds, valid_ds = load_data(packed, base)
     import torch
     from dvclive import Live
     from transformers import AutoTokenizer, set_seed
@@ -81,11 +81,13 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
     # TrainingArguments before the model: a ZeRO-3 config must exist when the weights load
     args = training_arguments(p, run_dir, max_steps, has_valid=valid_ds is not None, world=world, cuda=cuda)
     set_seed(p.seed)
-    tok = AutoTokenizer.from_pretrained(base)
+    with model_errors(base, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(base)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if pad_id is None:
         raise UserError(f"{base}: the tokenizer has neither a pad nor an eos token to pad with")
-    model = load_model(p, base)
+    with model_errors(base):
+        model = load_model(p, base)
     live = Live(dir=str(metrics_dir), save_dvc_exp=False, dvcyaml=False, report=None) if is_main else None
     cbs = [BudgetCallback(p.max_tokens)] + ([LiveCallback(live)] if live else []) + callbacks
     trainer = BudgetTrainer(
@@ -99,10 +101,11 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
 
 
 def load_data(packed: Path, base: Path) -> tuple[PackedDataset, PackedDataset | None]:
-    if not (base / "config.json").is_file():
-        raise UserError(f"{base}: not a model folder (no config.json): run the base_model stage first")
-    train_ds = PackedDataset(packed / "train.jsonl")
-    valid_ds = PackedDataset(packed / "valid.jsonl") if (packed / "valid.jsonl").is_file() else None
+    """The packed rows, checked against the base (its folder, weights and vocabulary) before torch loads it."""
+    config = check_model_folder(base)
+    vocab = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    train_ds = PackedDataset(packed / "train.jsonl", vocab)
+    valid_ds = PackedDataset(packed / "valid.jsonl", vocab) if (packed / "valid.jsonl").exists() else None
     if len(train_ds) == 0:
         raise UserError(f"{packed / 'train.jsonl'}: no rows to train on")
     if train_ds.supervised() == 0:
@@ -201,6 +204,7 @@ def save(run: Run, out: Path, result: dict, start: float) -> dict:
     with atomic_dir(out) as tmp:
         run.trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of this run's args: not part of the model
+        sort_target_modules(tmp / "adapter_config.json")
         run.tokenizer.save_pretrained(tmp)
         write_json(
             tmp / "train_info.json", {**{k: summary[k] for k in ("mode", "run_key", "global_step", "tokens_seen")}, "base": str(run.base)}
@@ -211,6 +215,17 @@ def save(run: Run, out: Path, result: dict, start: float) -> dict:
     run.live.summary["run_key"] = run.key
     run.live.end()
     return summary
+
+
+def sort_target_modules(path: Path) -> None:
+    """peft writes `target_modules` from a set, in an order that changes from run to run (string
+    hashing is salted per process): sorted, the same weights always give the same output hash."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def summarize(run: Run, result: dict, start: float) -> dict:
