@@ -27,8 +27,9 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
-# Checks too slow for `make test` (it runs their 8-question versions): the batched evaluate loop with KV
-# reuse against one question at a time, 32 real questions, result in bench/results/eval_parity.json.
+# Checks too slow for `make test`: the batched evaluate loop with KV reuse against one question at a time
+# on 32 real questions (make test runs 8; bench/results/eval_parity.json), and kill -9 at every step of the
+# three-rename folder swap of pack and of both swaps of merge (bench/results/check_slow_tests.txt).
 check-slow: install
 	$(BIN)/python bench/eval_parity.py
 	$(BIN)/python -m pytest --check-slow -m check_slow -q -p no:cacheprovider > bench/results/check_slow_tests.txt; \

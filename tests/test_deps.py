@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 # tracks per key through each stage's `params`.
 NOT_DEPS = (".cache/", ".venv/", ".git/", ".dvc/", "params.yaml")
 VCS_FILES = {".gitignore", ".dvcignore"}
+SWAP_SUFFIXES = (".tmp", ".new", ".old")
 PYC = re.compile(r"(?P<dir>(?:.*/)?)__pycache__/(?P<module>[^/.]+)\.[^/]+\.pyc$")
 
 
@@ -70,7 +71,9 @@ def undeclared_reads(lock: dict, processes: list[dict], roots: list[Path]) -> di
     found = {}
     for name, procs in stage_processes(lock, processes).items():
         stage = lock["stages"][name]
-        declared = [d["path"] for d in stage.get("deps", []) + stage.get("outs", [])]
+        outs = [o["path"] for o in stage.get("outs", [])]
+        # an out is written as a temporary sibling swapped in at the end (qa_forge.core.io.atomic_dir)
+        declared = [d["path"] for d in stage.get("deps", [])] + outs + [o + s for o in outs for s in SWAP_SUFFIXES]
         files = {rel for p in procs for f in p["files"] if (rel := repo_file(f, roots)) is not None}
         if missing := sorted(f for f in files if not covered(f, declared)):
             found[name] = missing

@@ -102,7 +102,7 @@ def test_too_many_unparsable_verdicts_fail_the_stage(tmp_path, server):
 def test_a_disabled_judge_calls_nothing(tmp_path, server):
     proc, metrics = compare(tmp_path, server, enabled=False)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(metrics.read_text()) == {"judge": None, "enabled": False}
+    assert json.loads(metrics.read_text()) == {"enabled": False}
     assert server.n_requests == 0 and "judge is off" in proc.stdout
 
 

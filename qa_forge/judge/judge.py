@@ -126,7 +126,7 @@ def check_parsable(name: str, report: dict, p: JudgeParams) -> None:
 def judge(p: JudgeParams, base: Path, finetuned: Path) -> dict:
     """Every eval set with predictions of both models, judged; plus the judge's LLM stats."""
     if not p.enabled:
-        return {"judge": None, "enabled": False}
+        return {"enabled": False}
     llm = LLM(p.llm)
     report: dict = {"judge": p.llm.model, "enabled": True}
     for name in TASKS:
