@@ -80,7 +80,7 @@ def main() -> None:
         "reply_tokens": a.tokens,
         "forced_retrieve_calls": a.forced,
         "batch": a.batch,
-        "model": "random SmolLM2-shaped" if a.random else a.model,
+        "model": "random SmolLM2-shaped" if a.random else os.path.relpath(a.model, ROOT),  # no local absolute path in results
         "device": device,
         "modes": {},
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import math
+import os
 import platform
 import random
 import sys
@@ -205,7 +206,7 @@ def main() -> None:
             "fields": info["filled"],
             "note": "sources give short answers only: thought left empty, answers = short answers, hop queries = titles",
         },
-        "tokenizer": str(a.tokenizer),
+        "tokenizer": os.path.relpath(a.tokenizer, ROOT),  # no local absolute path in results
         "chat_template": template,
         "tokens": sum(lengths),
         "length": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1], "mean": round(sum(lengths) / len(lengths), 1)},
