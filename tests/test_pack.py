@@ -30,7 +30,7 @@ from qa_forge.data.pack import (
     split,
 )
 from qa_forge.training.attention import register as register_varlen
-from qa_forge.training.collate import collate
+from qa_forge.training.collate import Collator, collate, flattens
 from tests.conftest import ROOT
 from tests.params import merge, raw
 from tests.params import params as section
@@ -205,17 +205,22 @@ def tiny_model(attn_implementation, vocab_size=512):
     return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation).eval()
 
 
-@pytest.fixture(scope="module")
-def packed_batch():
-    """Random conversations (prompt unlabelled, answer labelled) packed into rows of ≤ 128 by our
-    pack(), collated (rows of unequal length: padding too)."""
+def random_conversations(n: int = 9) -> list[dict]:
+    """Random conversations: a prompt (unlabelled), then an answer (labelled)."""
     rng = random.Random(0)
     exs = []
-    for _ in range(9):
+    for _ in range(n):
         prompt, answer = rng.randint(5, 40), rng.randint(3, 30)
         ids = [rng.randrange(3, 512) for _ in range(prompt + answer)]
         exs.append({"input_ids": ids, "labels": [IGNORE] * prompt + ids[prompt:]})
-    rows = pack(exs, 128)
+    return exs
+
+
+@pytest.fixture(scope="module")
+def packed_batch():
+    """Random conversations packed into rows of ≤ 128 by our pack(), collated (rows of unequal
+    length: padding too)."""
+    rows = pack(random_conversations(), 128)
     batch = collate(rows, pad_id=2)
     assert "attention_mask" not in batch  # we never pass a mask (a 4D one would be a trap on eager, below)
     assert len(rows) >= 2 and any(len(segments(r["position_ids"])) >= 3 for r in rows)
@@ -258,6 +263,64 @@ def test_packed_equals_alone(packed_batch, impl):
         register_varlen()
     logits, loss = packed_diff(tiny_model(impl), rows, batch, use_cache=False)
     assert logits < 1e-4 and loss < 1e-4, (impl, logits, loss)
+
+
+# --- a micro-batch flattened into one row: what flash-attention needs -----------------------------------
+
+
+def conversation_bounds(rows: list[dict], exs: list[dict]) -> list[int]:
+    """Where each conversation starts and ends in the rows laid end to end, found by locating each
+    conversation's own tokens (not from the position ids the collator reads)."""
+    flat = [t for r in rows for t in r["input_ids"]]
+    starts = sorted(next(i for i in range(len(flat)) if flat[i : i + len(e["input_ids"])] == e["input_ids"]) for e in exs)
+    return [*starts, len(flat)]
+
+
+def test_flash_attention_sees_every_conversation_boundary():
+    """For flash-attention the collator hands transformers one row that its own packed-sequence
+    check accepts, with explicit boundaries, and those are exactly the conversations'. The padded
+    (B, N) layout fails transformers' check: each row would run as one causal sequence."""
+    from transformers.modeling_flash_attention_utils import _is_packed_sequence, prepare_fa_kwargs_from_position_ids
+
+    exs = random_conversations()
+    rows = pack(exs, 128)
+    assert len(rows) >= 2
+    batch = Collator(pad_id=2, flatten=flattens("flash_attention_2"))(rows)
+    expected = conversation_bounds(rows, exs)
+    assert batch["input_ids"].shape == (1, expected[-1])  # one row, no padding
+    assert _is_packed_sequence(batch["position_ids"], batch_size=1)
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == expected
+    assert batch["max_length_q"] == batch["max_length_k"] == max(len(e["input_ids"]) for e in exs)
+    (cu, _), _ = prepare_fa_kwargs_from_position_ids(batch["position_ids"])  # what flash infers without our kwargs
+    assert cu.tolist() == expected
+    padded = collate(rows, pad_id=2)
+    assert not _is_packed_sequence(padded["position_ids"], batch_size=padded["input_ids"].shape[0])
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager", "sdpa_varlen"])
+def test_flattened_batch_equals_each_conversation_alone(packed_batch, impl):
+    rows, _ = packed_batch
+    if impl == "sdpa_varlen":
+        register_varlen()
+    model = tiny_model(impl)
+    batch = Collator(pad_id=2, flatten=True)(rows)
+    with torch.no_grad():
+        res = model(**batch, use_cache=False)
+    singles = alone(model, rows)
+    bounds = [(a, b) for a, b in zip(batch["cu_seq_lens_q"].tolist(), batch["cu_seq_lens_q"].tolist()[1:], strict=False)]
+    assert len(bounds) == len(singles)
+    worst = max((res.logits[0, a:b] - s[0]).abs().max().item() for (a, b), s in zip(bounds, singles, strict=True))
+    loss_alone = sum(s[1] for s in singles) / sum(s[2] for s in singles)
+    assert worst < 1e-4 and abs(res.loss.item() - loss_alone) < 1e-4, (impl, worst, res.loss.item(), loss_alone)
+
+
+def test_sdpa_varlen_refuses_a_row_without_position_ids():
+    from qa_forge.training.attention import sdpa_varlen_forward
+
+    q = torch.zeros(1, 4, 6, 8)
+    kv = torch.zeros(1, 2, 6, 8)
+    with pytest.raises(ValueError, match="position_ids"):
+        sdpa_varlen_forward(torch.nn.Module(), q, kv, kv, position_ids=None)
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
@@ -305,10 +368,12 @@ def test_flex_attention_cpu(packed_batch):
 def test_packed_equals_alone_gpu(packed_batch, impl):
     if impl == "flash_attention_2":
         pytest.importorskip("flash_attn", reason="flash-attn not installed (pip install -e .[gpu])")
-    rows, batch = packed_batch
+    rows, _ = packed_batch
     dtype = torch.bfloat16 if impl == "flash_attention_2" else torch.float32
     model = tiny_model(impl).to("cuda", dtype)
-    batch = {k: v.cuda() for k, v in batch.items()}
+    batch = Collator(pad_id=2, flatten=flattens(impl))(rows)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    starts = [a for a, _ in segments(batch["position_ids"][0].tolist())] if flattens(impl) else None
 
     class OnCuda:  # run the singles on the GPU as well
         def __call__(self, input_ids, labels, use_cache):
@@ -321,6 +386,8 @@ def test_packed_equals_alone_gpu(packed_batch, impl):
     singles = alone(OnCuda(), rows)
     for r, row in enumerate(rows):
         for a, b in segments(row["position_ids"]):
+            if starts is not None:  # one flattened row: segment k sits at its offset in it
+                r, a, b = 0, starts[k], starts[k] + (b - a)
             assert (res.logits[r, a:b].float() - singles[k][0].float()).abs().max().item() < tol
             k += 1
 

@@ -69,7 +69,11 @@ def packed_rows(n: int, seed: int = 0, per_row: int = 3) -> list[dict]:
 
 
 def write_packed(folder: Path, n_train: int = 32, n_valid: int = 4, seed: int = 0) -> Path:
+    """The pack stage's folder: train/valid rows and the chat template they were rendered with."""
+    from qa_forge.chat.render import CHATML
+
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "chat_template.jinja").write_text(CHATML)
     for name, n, s in (("train", n_train, seed), ("valid", n_valid, seed + 1000)):
         with open(folder / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in packed_rows(n, s))

@@ -8,18 +8,11 @@ from the one before it.
 
 from __future__ import annotations
 
-import itertools
-
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
-IGNORE_INDEX = -100  # a label the loss skips (transformers' CrossEntropyLoss ignore_index)
+from qa_forge.core.segments import IGNORE_INDEX, segments  # noqa: F401  (the row contract re-exports them)
+
 ROW_KEYS = ("input_ids", "labels", "position_ids")
-
-
-def segments(position_ids: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of each segment in a packed row."""
-    starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
-    return list(itertools.pairwise(starts))
 
 
 class PackedRow(BaseModel):

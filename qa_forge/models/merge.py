@@ -76,9 +76,9 @@ def merge(p: MergeParams, base: Path, trained: Path, out: Path) -> dict:
 
     model = merged_model(base, trained, p.dtype, mode)
     model.config.use_cache = True  # inference default again (training turned it off)
-    source = trained if (trained / "tokenizer_config.json").is_file() else base
-    with model_errors(source, "tokenizer"):
-        tok = AutoTokenizer.from_pretrained(source)
+    # the trained model's tokenizer, never the base's: it carries the chat template the rows were packed with
+    with model_errors(trained, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(trained)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, max_shard_size=p.max_shard_size)
         tok.save_pretrained(tmp)

@@ -6,7 +6,9 @@ dense mask also turns off sdpa's causal fast path. On a GPU the flash-attention 
 skip the off-diagonal blocks; on CPU there is no such kernel, so this path does what they do
 with a loop: split each row at its position-id restarts and run `scaled_dot_product_attention`
 with `is_causal=True` on each segment (cost Σ len², causal half). Segments come from position ids
-exactly as `qa_forge.training.collate` writes them; padding (a run of one-token segments) costs a copy.
+exactly as `qa_forge.training.collate` writes them, or from its explicit `cu_seq_lens_q` when the
+batch is flattened; padding (a run of one-token segments) costs a copy. Without either it refuses
+the row: a packed row read as one sequence would let every conversation see the ones before it.
 
 Training and scoring only (the full sequence in one forward, `use_cache=False`): it ignores any
 attention mask and refuses a key/value cache. Register it once, then load the model with
@@ -34,6 +36,20 @@ def segment_starts(position_ids: torch.Tensor) -> list[list[int]]:
     return [torch.nonzero(row).flatten().tolist() + [n] for row in breaks]
 
 
+def row_segments(batch: int, position_ids: torch.Tensor | None, cu_seq_lens: torch.Tensor | None) -> list[list[int]]:
+    """Per row, its segment starts and length: from explicit `cu_seq_lens` (a flattened batch of
+    one row), else from the position ids; neither is an error, never one long sequence."""
+    if cu_seq_lens is not None:
+        if batch != 1:
+            raise ValueError(f"{NAME}: cu_seq_lens describe one flattened row, got a batch of {batch}")
+        return [cu_seq_lens.tolist()]
+    if position_ids is None:
+        raise ValueError(f"{NAME} needs position_ids (or cu_seq_lens_q) to find the packed segments; got neither")
+    if position_ids.shape[0] != batch:
+        position_ids = position_ids.expand(batch, -1)
+    return segment_starts(position_ids)
+
+
 def spans(starts: list[int]) -> list[tuple[int, int, bool]]:
     """(start, end, singles): segments, with consecutive one-token segments (padding) merged into
     one span flagged `singles` — each of its tokens attends only to itself."""
@@ -53,15 +69,11 @@ def sdpa_varlen_forward(module, query, key, value, attention_mask=None, scaling=
         raise ValueError(
             f"{NAME} is for training / scoring whole sequences (use_cache=False); got {query.shape[2]} queries over {key.shape[2]} keys"
         )
-    batch, heads, n, _ = query.shape
-    if position_ids is None:
-        position_ids = torch.arange(n, device=query.device)[None]
-    if position_ids.shape[0] != batch:
-        position_ids = position_ids.expand(batch, -1)
+    batch, heads = query.shape[:2]
     dropout = dropout if module.training else 0.0
     groups = heads // key.shape[1]
     rows = []
-    for b, starts in enumerate(segment_starts(position_ids)):
+    for b, starts in enumerate(row_segments(batch, position_ids, kwargs.get("cu_seq_lens_q"))):
         parts = []
         for s, e, singles in spans(starts):
             q, k, v = query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e]

@@ -2,9 +2,9 @@
 recipe that reads top-down, `setup` -> `train` -> `save`.
 
 Input: `data/packed/{train,valid}.jsonl`, rows {"input_ids", "labels", "position_ids"} batched by
-`qa_forge.training.collate.Collator` (no attention mask: with `use_cache=False` transformers
-derives the block-diagonal mask from restarting position ids). Output: the adapter (lora/qlora) or
-the full model (full), plus the tokenizer, swapped into `out` whole. dvclive logs loss, learning
+`qa_forge.training.collate.Collator`: padded for sdpa / eager / flex_attention, one flattened row
+with explicit boundaries for flash-attention and sdpa_varlen, so no conversation attends to another. Output: the adapter (lora/qlora) or
+the full model (full), plus the tokenizer carrying the chat template pack rendered with, swapped into `out` whole. dvclive logs loss, learning
 rate and eval loss per step to `metrics_dir`. Checkpoints live outside the DVC outputs (see
 `checkpoints`), so `resume: auto` continues a killed run. `max_tokens` bounds a run by the real
 (unpadded) tokens it trains on.
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from qa_forge.core.hashing import DigestStore
-from qa_forge.core.io import UserError, atomic_dir, check_model_folder, model_errors, write_json
+from qa_forge.core.io import UserError, atomic_dir, check_model_folder, model_errors, read_text, write_json
 from qa_forge.core.store import SqliteStore
 from qa_forge.training.checkpoints import complete_checkpoints, prepare_run_dir, run_key
+from qa_forge.training.collate import flattens
 from qa_forge.training.data import CountingCollator, PackedDataset
 from qa_forge.training.environment import check_environment
 from qa_forge.training.model import load_model
@@ -83,6 +84,9 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
     set_seed(p.seed)
     with model_errors(base, "tokenizer"):
         tok = AutoTokenizer.from_pretrained(base)
+    # the template pack rendered the rows with (a params override, the base's own, or the ChatML
+    # fallback) travels with the model: whatever serves it renders conversations as they were trained
+    tok.chat_template = read_text(packed / "chat_template.jinja")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if pad_id is None:
         raise UserError(f"{base}: the tokenizer has neither a pad nor an eos token to pad with")
@@ -91,7 +95,12 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
     live = Live(dir=str(metrics_dir), save_dvc_exp=False, dvcyaml=False, report=None) if is_main else None
     cbs = [BudgetCallback(p.max_tokens)] + ([LiveCallback(live)] if live else []) + callbacks
     trainer = BudgetTrainer(
-        model=model, args=args, data_collator=CountingCollator(pad_id), train_dataset=train_ds, eval_dataset=valid_ds, callbacks=cbs
+        model=model,
+        args=args,
+        data_collator=CountingCollator(pad_id, flatten=flattens(p.attn_implementation)),
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        callbacks=cbs,
     )
     print(
         f"train: mode {p.mode}, run {key}, {len(train_ds)} rows / {train_ds.tokens()} tokens, {max_steps} steps"
