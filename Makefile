@@ -1,8 +1,10 @@
 # The README's two commands: `make repro` (install + dvc repro) and `make test` (install + pytest).
+# `make repro PROFILE=gpu` first composes params.yaml from params/base.yaml + params/gpu.yaml
+# (`PROFILE=gpu+full` adds params/full.yaml; `PROFILE=default` goes back to the base alone).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export HF_HUB_OFFLINE ?= 1
+PROFILE ?=
 export TOKENIZERS_PARALLELISM ?= false
 # dvc runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -21,8 +23,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# Hub downloads stay off (HF_HUB_OFFLINE=1) unless params.yaml fetches something from the hub;
+# a value set in the environment wins.
 repro: install
-	$(BIN)/dvc repro
+	$(if $(PROFILE),$(BIN)/qa-forge profile $(PROFILE) &&) \
+	  HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-$$($(BIN)/qa-forge profile --offline-flag)} $(BIN)/dvc repro
+
+# tests and checks never download: every model they use is built here or shipped in a package
+test check-slow: export HF_HUB_OFFLINE := 1
 
 test: install
 	$(BIN)/python -m pytest

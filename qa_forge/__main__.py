@@ -2,7 +2,7 @@
 
 A stage is a script in the project's `stages/` folder (the current folder's, as `dvc repro` runs
 it): `qa-forge fetch --out data/fetched` runs `stages/fetch.py`, and only the modules that stage
-imports are loaded, which keeps each stage's code deps exact. `ask` is part of the library.
+imports are loaded, which keeps each stage's code deps exact. `ask` (questions over your files) and `profile` (compose params.yaml) are part of the library.
 """
 
 from __future__ import annotations
@@ -14,6 +14,22 @@ from pathlib import Path
 STAGES = Path("stages")
 
 
+def _ask():
+    from qa_forge.eval.ask import main
+
+    return main
+
+
+def _profile():
+    from qa_forge.core.profiles import main
+
+    return main
+
+
+# commands of the library itself (imported only when called: each stage loads only its own modules)
+LIBRARY_COMMANDS = {"ask": _ask, "profile": _profile}
+
+
 def stage_scripts() -> dict[str, Path]:
     """Command name (dashes for underscores) -> script, for every stages/*.py."""
     return {p.stem.replace("_", "-"): p for p in sorted(STAGES.glob("*.py")) if not p.name.startswith("_")}
@@ -21,6 +37,7 @@ def stage_scripts() -> dict[str, Path]:
 
 def usage(scripts: dict[str, Path]) -> str:
     lines = ["usage: qa-forge COMMAND [ARGS]  (qa-forge COMMAND --help)", "", "  ask            answer questions over your own .txt files"]
+    lines.append("  profile        compose params.yaml from params/base.yaml and an overlay (gpu, ...)")
     lines += [f"  {name:14} stage: {path}" for name, path in scripts.items()]
     if not scripts:
         lines.append(f"  (no {STAGES}/ folder here: run stages from the project's root)")
@@ -35,11 +52,9 @@ def main() -> None:
         print(usage(scripts))
         return
     name = sys.argv[1]
-    if name == "ask":
-        from qa_forge.eval.ask import main as ask
-
+    if name in LIBRARY_COMMANDS:
         sys.argv = sys.argv[1:]
-        run(ask, prog="qa-forge ask")
+        run(LIBRARY_COMMANDS[name](), prog=f"qa-forge {name}")
         return
     if name not in scripts:
         print(f"error: unknown command '{name}'\n\n{usage(scripts)}", file=sys.stderr)

@@ -3,8 +3,11 @@ The models carry no defaults, so tests start from the values users run."""
 
 from __future__ import annotations
 
+import copy
+
 import yaml
 
+from qa_forge.core import profiles
 from qa_forge.data.fetch import FetchParams
 from qa_forge.data.filter import FilterParams
 from qa_forge.data.generate import GenerateParams
@@ -37,11 +40,8 @@ SECTIONS = {
 
 
 def merge(base: dict, over: dict) -> dict:
-    """`over` laid over `base`, mappings merged key by key."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    """`over` laid over a copy of `base`, as profiles compose (mappings merged key by key)."""
+    return profiles.merge(copy.deepcopy(base), over)
 
 
 def raw(name: str) -> dict:

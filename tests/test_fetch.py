@@ -161,4 +161,7 @@ def test_hub_offline_error_is_clear(tmp_path):
     proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": {"hub": "google/boolq"}}})
     assert_failed(proc, out, metrics, "param 'fetch.train.boolq'", "a hub source needs 'split'")
     proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": {"hub": "google/boolq", "split": "train"}}})
-    assert_failed(proc, out, metrics, "hub:google/boolq[train]: cannot load")
+    assert_failed(proc, out, metrics, "param 'fetch.train.boolq'", "'revision' must pin a hub commit")
+    pinned = {"hub": "google/boolq", "split": "train", "revision": "35b264d03638db9f4ce671b711558bf7ff0f80d5"}
+    proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": pinned}})
+    assert_failed(proc, out, metrics, "hub:google/boolq@35b264d0[train]: cannot load")

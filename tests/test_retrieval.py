@@ -7,7 +7,7 @@ import pytest
 from qa_forge.core.io import UserError, validate
 from qa_forge.core.records import Record, SubQuestion
 from qa_forge.retrieval.index import Index, global_passages, record_passages, supporting_passages
-from qa_forge.retrieval.retriever import RetrieveParams, Retriever, passage_text
+from qa_forge.retrieval.retriever import RetrieveParams, Retriever, model_identity, passage_text
 from qa_forge.retrieval.score import score_source
 from tests.params import params as section
 from tests.params import retriever as retriever_params
@@ -176,3 +176,13 @@ def test_hotpotqa_dev_recall(shared, retriever):
     assert m["n"] == 30 and m["paragraphs_per_index"] == 10.0
     assert q["recall@2"] > 0.5
     assert q["recall@1"] <= q["recall@2"] <= q["recall@5"]
+
+
+def test_a_hub_retriever_is_pinned_to_a_commit():
+    """A hub id embeds with its commit in the cache identity; without one it is refused (a moving
+    branch would change the embeddings under the same cache key)."""
+    with pytest.raises(UserError, match=r"intfloat/e5-base-v2 is a hub id: 'retrieve.revision' must pin a hub commit"):
+        model_identity("intfloat/e5-base-v2", None)
+    sha = "f52bf8ec8c7124536f0efb74aca902b2995e5bcd"
+    assert model_identity("intfloat/e5-base-v2", sha) == f"hub:intfloat/e5-base-v2@{sha}"
+    assert model_identity("minilm", None).startswith("local:all-MiniLM-L6-v2:")

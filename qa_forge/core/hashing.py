@@ -5,6 +5,7 @@ size, mtime or inode changed. The memo lives in this process and, optionally, in
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,3 +60,11 @@ def files_digest(files: Iterable[Path], name, store: DigestStore | None = None) 
     for f in files:
         h.update(f"{name(f)}\0{file_digest(f, store)}\n".encode())
     return h.hexdigest()
+
+
+def check_revision(revision: str | None, field: str) -> str:
+    """A hub commit (40 hex digits): a branch or tag moves, so a rerun a month later could read other
+    data or weights. Raises ValueError (a params validation error names the field)."""
+    if revision is None or not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ValueError(f"'{field}' must pin a hub commit (40 hex digits, e.g. from the repo's history page), got {revision!r}")
+    return revision

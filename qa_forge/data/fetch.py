@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, model_validator
 
+from qa_forge.core.hashing import check_revision
 from qa_forge.core.io import UserError
 from qa_forge.core.records import Origin, Record
 from qa_forge.data.sources import SOURCES, Drop, loader
@@ -29,6 +30,7 @@ class SourceParams(BaseModel):
     hub: str | None = None
     hub_config: str | None = None
     split: str | None = None  # required with `hub`
+    revision: str | None = None  # required with `hub`: the dataset commit, so a rerun reads the same data
     n: NonNegativeInt | None = None  # sample this many
     answerable: NonNegativeInt | None = None  # or sample per group (SQuAD, MuSiQue)
     unanswerable: NonNegativeInt | None = None
@@ -40,6 +42,8 @@ class SourceParams(BaseModel):
             raise ValueError("give exactly one of 'path' (local file) or 'hub' (dataset id)")
         if self.hub is not None and self.split is None:
             raise ValueError("a hub source needs 'split' (e.g. train)")
+        if self.hub is not None:
+            check_revision(self.revision, "revision")
         if self.n is not None and (self.answerable is not None or self.unanswerable is not None):
             raise ValueError("give 'n' or 'answerable'/'unanswerable', not both")
         return self
@@ -69,9 +73,9 @@ def read_items(name: str, spec: SourceParams) -> tuple[list[dict], str]:
         return mod.read_local(Path(spec.path)), spec.path
     import datasets
 
-    where = f"hub:{spec.hub}[{spec.split}]"
+    where = f"hub:{spec.hub}@{spec.revision[:8]}[{spec.split}]"
     try:
-        ds = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.split)
+        ds = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.split, revision=spec.revision)
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds (offline, unknown id, bad config): all become one clear error
         raise UserError(f"{where}: cannot load ({type(e).__name__}: {e})") from None
     return mod.read_hub(ds), where

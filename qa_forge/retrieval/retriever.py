@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
-from qa_forge.core.hashing import files_digest
+from qa_forge.core.hashing import check_revision, files_digest
 from qa_forge.core.io import UserError
 from qa_forge.core.store import SqliteStore
 
@@ -39,6 +39,7 @@ class RetrieverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str  # "minilm", a hub id (intfloat/e5-base-v2) or a local folder
+    revision: str | None  # a hub id's commit (required for a hub id: a moving branch would change the embeddings)
     query_prefix: str  # e5: "query: "
     passage_prefix: str  # e5: "passage: "
     batch_size: PositiveInt
@@ -94,23 +95,24 @@ def _folder_digest(folder: Path) -> str:
     return files_digest(files, lambda f: f.relative_to(folder).as_posix())
 
 
-def model_identity(model: str) -> str:
+def hub_revision(model: str, revision: str | None) -> str | None:
+    """None for a local model (minilm or a folder); for a hub id, its pinned commit (an error without one)."""
+    if model == MINILM or Path(model).is_dir():
+        return None
+    try:
+        return check_revision(revision, "retrieve.revision")
+    except ValueError as e:
+        raise UserError(f"param 'retrieve.model': {model} is a hub id: {e}") from None
+
+
+def model_identity(model: str, revision: str | None = None) -> str:
     """A string that changes when the embedding model changes: a local folder's content digest,
-    or a hub id (with the cached snapshot's commit when there is one)."""
+    or a hub id at its pinned commit."""
     where = model_path(model)
     if Path(where).is_dir():
         name = Path(where).name if model != MINILM else "all-MiniLM-L6-v2"
         return f"local:{name}:{_folder_digest(Path(where))[:16]}"
-    revision = ""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(where, "config.json")
-        if isinstance(hit, str) and (m := re.search(r"snapshots/([0-9a-f]{7,})/", hit)):
-            revision = f"@{m.group(1)}"
-    except Exception:  # noqa: BLE001, S110 - an identity without a revision is still valid
-        pass
-    return f"hub:{where}{revision}"
+    return f"hub:{where}@{hub_revision(model, revision)}"
 
 
 def resolve_device(device: str) -> str:
@@ -122,12 +124,12 @@ def resolve_device(device: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_model(where: str, device: str):
-    """One SentenceTransformer per (model, device) per process."""
+def _load_model(where: str, revision: str | None, device: str):
+    """One SentenceTransformer per (model, revision, device) per process."""
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(where, device=device)
+        return SentenceTransformer(where, revision=revision, device=device)
     except Exception as e:  # noqa: BLE001 - offline hub id, bad folder, no CUDA, ...
         raise UserError(f"param 'retrieve.model': cannot load {where!r} on {device} ({type(e).__name__}: {e})") from None
 
@@ -185,13 +187,14 @@ class Retriever:
     @property
     def identity(self) -> str:
         if self._identity is None:
-            self._identity = model_identity(self.params.model)
+            self._identity = model_identity(self.params.model, self.params.revision)
         return self._identity
 
     @property
     def model(self):
         if self._model is None:
-            self._model = _load_model(model_path(self.params.model), resolve_device(self.params.device))
+            where = model_path(self.params.model)
+            self._model = _load_model(where, hub_revision(self.params.model, self.params.revision), resolve_device(self.params.device))
         return self._model
 
     @property
