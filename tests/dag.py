@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from qa_forge.core import profiles
 from tests.conftest import ROOT
 from tests.params import merge
 
@@ -26,12 +27,13 @@ def tracked_files() -> list[str]:
     return [f for f in out.splitlines() if (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("metrics/")]
 
 
-def make_repo(dst: Path, profile: str = "tiny") -> Path:
-    """Copy the repo's files to `dst`, apply a params profile, and commit so DVC sees a clean git repo."""
+def make_repo(dst: Path, profile: str = "tiny", over: str = profiles.DEFAULT) -> Path:
+    """Copy the repo's files to `dst`, compose params.yaml (the base, the user profile `over`, then
+    the test profile), and commit so DVC sees a clean git repo."""
     for f in tracked_files():
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(profiles.compose(ROOT, over))
     over = yaml.safe_load((ROOT / "tests" / "profiles" / f"{profile}.yaml").read_text())
     (dst / "params.yaml").write_text(yaml.safe_dump(merge(params, over), sort_keys=False))
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
