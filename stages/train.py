@@ -1,6 +1,6 @@
 """train: fine-tune the base model on the packed rows (full / LoRA / QLoRA; resumable checkpoints
-outside the DVC outputs) -> models/trained, metrics/train/ (dvclive). With `train.num_gpus > 1`
-the stage re-launches itself under `accelerate launch` (+ DeepSpeed)."""
+outside the DVC outputs) -> models/trained, metrics/train/ (dvclive). With `train.num_processes > 1`
+the stage re-launches itself under `accelerate launch` (GPUs, + DeepSpeed; or CPU processes over gloo)."""
 
 import subprocess
 from pathlib import Path
@@ -25,7 +25,7 @@ def main(
     """Fine-tune the base model on packed rows (full, LoRA or QLoRA); resumable checkpoints."""
     p = load_section(params, "train", TrainParams)
     check_outputs(folders=[out, metrics_dir])
-    if p.num_gpus > 1 and not in_distributed_launch():
+    if p.num_processes > 1 and not in_distributed_launch():
         check_environment(p)
         args = ["--params", str(params), "--packed", str(packed), "--base", str(base), "--out", str(out), "--metrics-dir", str(metrics_dir)]
         cmd = launch_command(p, args)

@@ -257,7 +257,7 @@ def test_repo_params_validate():
 
 
 def test_multi_gpu_launch_command(monkeypatch):
-    p = section("train", num_gpus=2, deepspeed="configs/deepspeed/zero2.json", bf16=True)
+    p = section("train", deepspeed="configs/deepspeed/zero2.json", bf16=True).model_copy(update={"num_processes": 2})
     cmd = launch_command(p, ["--params", "params.yaml", "--out", "models/trained"])
     assert cmd == [
         sys.executable,
@@ -267,6 +267,8 @@ def test_multi_gpu_launch_command(monkeypatch):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        "0",
         "--use_deepspeed",
         "--deepspeed_config_file",
         "configs/deepspeed/zero2.json",
@@ -278,7 +280,7 @@ def test_multi_gpu_launch_command(monkeypatch):
         "--out",
         "models/trained",
     ]
-    assert "--multi_gpu" in launch_command(section("train", num_gpus=4), [])
+    assert "--multi_gpu" in launch_command(section("train").model_copy(update={"num_processes": 4}), [])
     for name in ("zero2", "zero3"):
         cfg = json.loads((ROOT / "configs" / "deepspeed" / f"{name}.json").read_text())
         assert cfg["zero_optimization"]["stage"] == int(name[-1]) and cfg["train_micro_batch_size_per_gpu"] == "auto"

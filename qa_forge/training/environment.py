@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa_forge.core.io import UserError
+from qa_forge.training.launch import in_distributed_launch
 from qa_forge.training.params import TrainParams
 
 
@@ -32,8 +33,10 @@ def check_environment(p: TrainParams) -> dict:
         notes["tf32"] = "ignored: no CUDA GPU"
     if p.attn_implementation == "flash_attention_2":
         _needs_gpu_package(cuda, "train.attn_implementation", "flash_attention_2", "flash_attn", "flash-attn", "; use sdpa")
-    if p.num_gpus > 1 and torch.cuda.device_count() < p.num_gpus:
-        raise UserError(f"param 'train.num_gpus': {p.num_gpus} GPUs asked, {torch.cuda.device_count()} found")
+    # one process a GPU; without CUDA the processes share the CPU cores and talk over gloo. Inside a
+    # launch (accelerate's, on each of several machines) the launcher has placed the processes.
+    if cuda and not in_distributed_launch() and p.num_processes > torch.cuda.device_count():
+        raise UserError(f"param 'train.num_processes': {p.num_processes} processes, one a GPU, but {torch.cuda.device_count()} GPUs found")
     if p.deepspeed:
         if not Path(p.deepspeed).is_file():
             raise UserError(f"param 'train.deepspeed': {p.deepspeed} not found")

@@ -7,7 +7,9 @@ with explicit boundaries for flash-attention and sdpa_varlen, so no conversation
 the full model (full), plus the tokenizer carrying the chat template pack rendered with, swapped into `out` whole. dvclive logs loss, learning
 rate and eval loss per step to `metrics_dir`. Checkpoints live outside the DVC outputs (see
 `checkpoints`), so `resume: auto` continues a killed run. `max_tokens` bounds a run by the real
-(unpadded) tokens it trains on.
+(unpadded) tokens it trains on. Under several processes (`train.num_processes`, see `launch`) every
+process runs this recipe on its share of each step's rows; the main one alone writes checkpoint
+markers, dvclive and `out`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from qa_forge.training.environment import check_environment
 from qa_forge.training.model import load_model
 from qa_forge.training.params import TrainParams
 
+TRAINING_PACKAGES = ("torch", "transformers", "peft", "accelerate", "deepspeed", "bitsandbytes", "flash-attn")
 SUMMARY_METRICS = ("first_loss", "final_loss", "tokens_seen", "tokens_per_second", "global_step", "resumed_from_step", "train_seconds")
 
 
@@ -72,8 +75,7 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
 
     from qa_forge.training.trainer import BudgetCallback, BudgetTrainer, LiveCallback
 
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    key, run_dir, resume_from = checkpoint_run(p, packed, base, is_main)
+    key, run_dir = checkpoint_run(p, packed, base)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     max_steps, budget_steps = plan_steps(p, len(train_ds), train_ds.tokens(), world)
     cuda = torch.cuda.is_available()
@@ -81,6 +83,8 @@ def setup(p: TrainParams, packed: Path, base: Path, metrics_dir: Path, callbacks
         torch.set_num_threads(p.num_threads)
     # TrainingArguments before the model: a ZeRO-3 config must exist when the weights load
     args = training_arguments(p, run_dir, max_steps, has_valid=valid_ds is not None, world=world, cuda=cuda)
+    is_main = args.process_index == 0
+    resume_from = resume_point(p, run_dir, args)
     set_seed(p.seed)
     with model_errors(base, "tokenizer"):
         tok = AutoTokenizer.from_pretrained(base)
@@ -122,19 +126,26 @@ def load_data(packed: Path, base: Path) -> tuple[PackedDataset, PackedDataset | 
     return train_ds, (valid_ds if valid_ds is not None and len(valid_ds) else None)
 
 
-def checkpoint_run(p: TrainParams, packed: Path, base: Path, is_main: bool) -> tuple[str, Path, str | None]:
-    """(run key, its checkpoint folder, the checkpoint to resume from or None)."""
+def checkpoint_run(p: TrainParams, packed: Path, base: Path) -> tuple[str, Path]:
+    """(run key, its checkpoint folder): the same in every process."""
     root = Path(p.checkpoint_dir)
     store = SqliteStore(root / "digests.sqlite")
     try:
         key = run_key(p, packed, base, DigestStore(store))
     finally:
         store.close()
-    run_dir = root / key
-    if is_main:
-        prepare_run_dir(run_dir, p)
+    return key, root / key
+
+
+def resume_point(p: TrainParams, run_dir: Path, args) -> str | None:
+    """The checkpoint to resume from, or None. The main process prepares the folder (drops what a
+    kill left half-written) while the others wait, then they all read it: every rank resumes from
+    the same checkpoint."""
+    with args.main_process_first(local=False, desc="checkpoint folder"):
+        if args.process_index == 0:
+            prepare_run_dir(run_dir, p)
     done = complete_checkpoints(run_dir)
-    return key, run_dir, (str(done[-1]) if (p.resume == "auto" and done) else None)
+    return str(done[-1]) if (p.resume == "auto" and done) else None
 
 
 def plan_steps(p: TrainParams, rows: int, tokens: int, world: int) -> tuple[int, int | None]:
@@ -168,6 +179,8 @@ def training_arguments(p: TrainParams, run_dir: Path, max_steps: int, has_valid:
         tf32=(p.tf32 if cuda else None),
         seed=p.seed,
         data_seed=p.seed,
+        # sequential: each process takes every num_processes-th micro-batch of the file's order
+        train_sampling_strategy="sequential" if p.shuffle is False else "random",
         logging_steps=p.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if (p.eval_steps and has_valid) else "no",
@@ -207,23 +220,40 @@ def train(run: Run) -> dict:
 def save(run: Run, out: Path, result: dict, start: float) -> dict:
     """Every rank calls save_model (ZeRO-3 gathers the weights); the main process writes `out`."""
     summary = summarize(run, result, start)
+    # the others save into the main process's temporary folder (ZeRO-3 without gathering writes
+    # shards there): they wait until it has made it
     if not run.is_main:
+        run.trainer.accelerator.wait_for_everyone()
         run.trainer.save_model(str(out.with_name(out.name + ".tmp")))
         return summary
     with atomic_dir(out) as tmp:
+        run.trainer.accelerator.wait_for_everyone()
         run.trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of this run's args: not part of the model
         sort_target_modules(tmp / "adapter_config.json")
         run.tokenizer.save_pretrained(tmp)
-        write_json(
-            tmp / "train_info.json", {**{k: summary[k] for k in ("mode", "run_key", "global_step", "tokens_seen")}, "base": str(run.base)}
-        )
+        info = {k: summary[k] for k in ("mode", "run_key", "global_step", "tokens_seen")}
+        write_json(tmp / "train_info.json", {**info, "base": str(run.base), "packages": package_versions()})
     for k in SUMMARY_METRICS:
         if summary[k] is not None:
             run.live.log_metric(f"summary/{k}", summary[k], plot=False)
     run.live.summary["run_key"] = run.key
     run.live.end()
     return summary
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of what computed the weights (GPU packages only where installed): a
+    model can be retrained, or its numbers compared, with the same stack."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TRAINING_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def sort_target_modules(path: Path) -> None:

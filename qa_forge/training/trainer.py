@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
+from accelerate import PartialState
 from transformers import Trainer, TrainerCallback
 
 from qa_forge.training.checkpoints import MARKER
@@ -45,6 +46,9 @@ class BudgetCallback(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
+        # every process writes its part of a checkpoint (its RNG state; under ZeRO its optimizer
+        # shard): it is complete once all of them have
+        PartialState().wait_for_everyone()
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
