@@ -26,8 +26,14 @@ def _profile():
     return main
 
 
+def _served_name():
+    from qa_forge.eval.serve import main
+
+    return main
+
+
 # commands of the library itself (imported only when called: each stage loads only its own modules)
-LIBRARY_COMMANDS = {"ask": _ask, "profile": _profile}
+LIBRARY_COMMANDS = {"ask": _ask, "profile": _profile, "served-name": _served_name}
 
 
 def stage_scripts() -> dict[str, Path]:
@@ -38,6 +44,7 @@ def stage_scripts() -> dict[str, Path]:
 def usage(scripts: dict[str, Path]) -> str:
     lines = ["usage: qa-forge COMMAND [ARGS]  (qa-forge COMMAND --help)", "", "  ask            answer questions over your own .txt files"]
     lines.append("  profile        compose params.yaml from params/base.yaml and an overlay (gpu, ...)")
+    lines.append("  served-name    the name to serve a model folder under (vllm serve FOLDER --served-model-name NAME)")
     lines += [f"  {name:14} stage: {path}" for name, path in scripts.items()]
     if not scripts:
         lines.append(f"  (no {STAGES}/ folder here: run stages from the project's root)")

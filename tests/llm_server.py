@@ -1,7 +1,9 @@
 """A real OpenAI-compatible HTTP server on loopback for tests and benches.
 
 POST /v1/chat/completions answers with `script(messages, body)` (default: an echo of the last
-user message) after `latency_s`; with probability `fault_rate` (seeded RNG) it fails instead with
+user message) after `latency_s`; /v1/completions hands the script its prompt (text or token ids) as
+one user message. A script that runs a real model stops it itself and returns (text, finish_reason);
+a plain text is cut at max_tokens here; with probability `fault_rate` (seeded RNG) it fails instead with
 one of `faults`: "429" (Retry-After: 0), "500" (or any other status): refused before the model
 runs, not billed; "hang": no answer until the client times out, not billed (the request queued and
 never ran); or, billed as if answered: "timeout" (a hang longer than the client's timeout,
@@ -12,7 +14,8 @@ Every request is recorded; a success is counted per fingerprint (sha256 of the r
 when the client is still connected to receive it, so tests can assert nothing was paid twice.
 `billed_tokens` adds up what the server bills (it dedupes nothing); `tokens="bytes"` counts one
 token per UTF-8 byte (the densest a tokenizer can be), the default ~4 characters a token.
-GET /v1/models/{id} describes the model (`owned_by`, `root`: change them to serve "another" model).
+GET /v1/models lists `model` (the name it serves); GET /v1/models/{id} describes the model
+(`owned_by`, `root`: change them to serve "another" model).
 
     with LLMServer(latency_s=0.2) as srv:
         LLMParams(backend="openai", base_url=srv.url, ...)
@@ -222,13 +225,15 @@ class _Handler(BaseHTTPRequestHandler):
             srv.outcome(entry, fault)
             self._error(int(fault), f"HTTP {fault} (scripted)", {"Retry-After": "0"} if fault == "429" else None)
             return
-        text = "" if fault == "empty" else srv.script(messages, body)
-        finish = "stop"
+        reply = "" if fault == "empty" else srv.script(messages, body)
+        text, finish = reply if isinstance(reply, tuple) else (reply, None)  # a real model's own stop, or none yet
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if fault == "cutoff" and max_tokens:  # what the model wrote went on past max_tokens
-            text = text + " and so on" * max_tokens
-        if max_tokens is not None and n_tokens(text, srv.tokens) > max_tokens:
-            text, finish = _truncate(text, max_tokens, srv.tokens), "length"
+            text, finish = text + " and so on" * max_tokens, None
+        if finish is None:
+            finish = "stop"
+            if max_tokens is not None and n_tokens(text, srv.tokens) > max_tokens:
+                text, finish = _truncate(text, max_tokens, srv.tokens), "length"
         prompt_tokens = sum(
             n_tokens(str(m.get("role", "")), srv.tokens) + n_tokens(str(m.get("content", "")), srv.tokens) for m in messages
         )

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from qa_forge.chat import render
 from qa_forge.eval import agent, engines
 from tests.llm_server import LLMServer
 
@@ -12,10 +13,13 @@ CALL = '<tool_call>{"name": "retrieve", "arguments": {"query": "%s"}}</tool_call
 
 
 class Model:
-    """Scripted replies keyed by the question in the prompt."""
+    """Scripted replies keyed by the question in the prompt (token ids, read back as text)."""
+
+    def __init__(self, tok):
+        self.tok = tok
 
     def __call__(self, messages, body):
-        prompt = messages[-1]["content"]
+        prompt = self.tok.decode(body["prompt"])
         calls = prompt.count("<|im_start|>tool")
         if "Who wrote Dune" in prompt:  # two hops, then a final answer with a summary
             if calls == 0:
@@ -47,14 +51,16 @@ def test_loop_control_through_a_real_server(smollm2):
         seen.append(q)
         return [paragraphs.get(q, ("Other", "Nothing here."))]
 
-    with LLMServer(script=Model()) as srv:
-        engine = engines.OpenAIEngine(srv.url, "m", tok, max_new_tokens=64, api_key_env=None, batch_size=4, timeout_s=30.0, max_retries=0)
+    with LLMServer(script=Model(tok), model="m") as srv:
+        engine = engines.OpenAIEngine(
+            srv.url, "m", tok, max_new_tokens=64, max_length=4096, api_key_env=None, batch_size=4, timeout_s=30.0, max_retries=0
+        )
         convs = [
             agent.Conversation(str(i), q, search)
             for i, q in enumerate(["Where was the author of Who wrote Dune born?", "loop forever", "say nothing useful", "ramble"])
         ]
         agent.run(engine, convs, max_calls=3)
-        prompts = [r["body"]["prompt"] for r in srv.requests]
+        prompts = [tok.decode(r["body"]["prompt"]) for r in srv.requests]
     dune, loop, junk, ramble = convs
     assert dune.status == "answered" and dune.calls == 2 and dune.final.short_answer == "Tacoma"
     assert dune.final.summary.startswith("Dune is by Frank Herbert")
@@ -62,7 +68,9 @@ def test_loop_control_through_a_real_server(smollm2):
     assert loop.status == "hop_cap" and loop.calls == 3
     assert junk.status == "unparsable" and junk.final is None
     assert ramble.status == "length"
-    # the retrieved paragraph is in the next prompt, rendered by the one renderer
+    # the retrieved paragraph is in the next prompt: the token ids of the one renderer
+    sent = [r["body"]["prompt"] for r in srv.requests]
+    assert all(render.render_ids(tok, c.messages[:2], add_generation_prompt=True) in sent for c in convs)
     assert any("Frank Herbert was born in Tacoma." in p for p in prompts)
     assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)
 

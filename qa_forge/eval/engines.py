@@ -5,9 +5,11 @@
   encoded. `reuse_cache=False, batch_size=1` is the seeds' way: one question at a time, re-encoding
   the whole conversation at every step. Both run the same loop: each conversation stops at its own
   end-of-turn, under its own length limit, and sees exactly the tokens the one-at-a-time renderer gives it.
-- `VLLMEngine`: vLLM's offline engine with automatic prefix caching.
-- `OpenAIEngine`: an OpenAI-compatible server's completions endpoint (e.g. `vllm serve`), prompts
-  rendered here with the model's chat template.
+- `VLLMEngine`: vLLM's offline engine with automatic prefix caching (one model split over
+  `tensor_parallel_size` GPUs).
+- `OpenAIEngine`: an OpenAI-compatible server's completions endpoint (e.g. `vllm serve`, whose
+  `--data-parallel-size` spreads the requests over model copies behind one endpoint), sent the
+  token ids rendered here; it first checks that the server serves the model asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from qa_forge.chat import render
 from qa_forge.core.clients import openai_client
 from qa_forge.core.io import UserError
 from qa_forge.eval.agent import Conversation
+from qa_forge.llm.identity import public_url
 
 
 @cache
@@ -48,6 +51,12 @@ def _hooks():
             return scores
 
     return RowBudget, TopTwoGap, StoppingCriteriaList, LogitsProcessorList
+
+
+def reply_budget(max_new_tokens: int, max_length: int, prompt_len: int) -> int:
+    """New tokens a conversation of `prompt_len` tokens may write: its own length against max_length
+    (0: no room, the conversation ends "length"). The local and the served engine both cut replies here."""
+    return max(0, min(max_new_tokens, max_length - prompt_len))
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -125,10 +134,9 @@ class TransformersEngine:
 
     def budget(self, prompt_len: int) -> int:
         """New tokens a conversation of `prompt_len` tokens may write: its own length against max_length."""
-        room = self.max_length - prompt_len
         if self.fixed_length:
-            return self.max_new_tokens if room >= self.max_new_tokens else 0
-        return max(0, min(self.max_new_tokens, room))
+            return self.max_new_tokens if self.max_length - prompt_len >= self.max_new_tokens else 0
+        return reply_budget(self.max_new_tokens, self.max_length, prompt_len)
 
     def step(self, convs: list[Conversation]) -> list[str | None]:
         """The next reply of each conversation; None where it would run past its budget without ending its turn."""
@@ -223,7 +231,9 @@ class VLLMEngine:
     """vLLM's offline engine (the `vllm` extra, GPU hosts): prefix caching reuses what each
     conversation already encoded; all active conversations go in one call."""
 
-    def __init__(self, model_dir: str, tokenizer, max_new_tokens: int, dtype: str = "bfloat16", batch_size: int = 256):
+    def __init__(
+        self, model_dir: str, tokenizer, max_new_tokens: int, dtype: str = "bfloat16", batch_size: int = 256, tensor_parallel_size: int = 1
+    ):
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
@@ -231,7 +241,7 @@ class VLLMEngine:
                 "evaluate.backend 'vllm' needs vLLM: pip install -e .[vllm] (or serve the model and use backend 'openai')"
             ) from None
         self.tok, self.batch_size = tokenizer, batch_size
-        self.llm = LLM(model=model_dir, dtype=dtype, enable_prefix_caching=True)
+        self.llm = LLM(model=model_dir, dtype=dtype, enable_prefix_caching=True, tensor_parallel_size=tensor_parallel_size)
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[render.end_of_turn_id(tokenizer)])
 
     def begin(self, convs) -> None: ...
@@ -246,9 +256,39 @@ class VLLMEngine:
         return [o.outputs[0].text if o.outputs[0].finish_reason == "stop" else None for o in outs]
 
 
+def require_served(client, name: str, where: str, folder: str | None) -> None:
+    """Refuse a server that does not serve `name` (GET /v1/models), before any question is asked: a
+    name that is `folder`'s content hash is served only by a server running exactly that build, so
+    metrics are never recorded against another model (an older build, the base, another project's)."""
+    import openai
+
+    try:
+        served = sorted(m.id for m in client.models.list())
+    except openai.APIError as e:
+        raise UserError(
+            f"param 'evaluate.base_url': cannot list the models served at {where} ({type(e).__name__}: {str(e)[:200]}): is the server up?"
+        ) from None
+    if name in served:
+        return
+    if folder is None:
+        raise UserError(f"param 'evaluate.served_model': {where} serves {', '.join(served) or 'no model'}, not {name}")
+    raise UserError(
+        f"{where} serves {', '.join(served) or 'no model'}, not {name}, the content hash of {folder} (weights, tokenizer, "
+        f"chat template, config): it runs another model or another build of it. Serve this one: "
+        f"vllm serve {folder} --served-model-name {name}"
+    )
+
+
 class OpenAIEngine:
     """An OpenAI-compatible server's completions endpoint (e.g. `vllm serve models/merged`, whose
-    prefix cache reuses encoded conversations); prompts are rendered here, requests run concurrently."""
+    prefix cache reuses encoded conversations); requests run concurrently.
+
+    The prompt is sent as the token ids `render.render_ids` gives: the ids TransformersEngine feeds its
+    model and pack trained on, so one renderer builds the conversation for training and inference.
+    Not chat completions: the server would render with its own copy of the template (no ChatML
+    fallback for a base model without one, no `tools` argument, its own tool-call parsing), a second
+    renderer that can drift. Not the rendered text either: the server would tokenize it again (a BOS
+    in front of the one the template wrote, another split at a message boundary)."""
 
     def __init__(
         self,
@@ -256,26 +296,48 @@ class OpenAIEngine:
         model: str,
         tokenizer,
         max_new_tokens: int,
+        max_length: int,
         api_key_env: str | None,
         batch_size: int,
         timeout_s: float,
         max_retries: int,
+        folder: str | None = None,
     ):
+        """`model`: the served name; `folder`: the local model folder whose content hash it is (None: no local weights)."""
         if not base_url:
             raise UserError("param 'evaluate.base_url': required for backend 'openai'")
         self.client = openai_client(base_url, api_key_env, timeout_s, max_retries)  # the SDK retries 429 / 5xx / timeouts
-        self.model, self.tok, self.max_new_tokens, self.batch_size = model, tokenizer, max_new_tokens, batch_size
-        self.stop = self.tok.convert_ids_to_tokens(render.end_of_turn_id(tokenizer))
+        self.where = public_url(base_url)
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+        self.max_new_tokens, self.max_length = max_new_tokens, max_length
+        self.eot = render.end_of_turn_id(tokenizer)
+        self.stop = self.tok.convert_ids_to_tokens(self.eot)
+        require_served(self.client, model, self.where, folder)
 
     def begin(self, convs) -> None: ...
 
     def end(self) -> None: ...
 
     def _one(self, conv: Conversation) -> str | None:
-        prompt = self.tok.apply_chat_template(conv.messages, tokenize=False, add_generation_prompt=True)
-        out = self.client.completions.create(
-            model=self.model, prompt=prompt, max_tokens=self.max_new_tokens, temperature=0.0, stop=[self.stop]
-        )
+        import openai
+
+        ids = render.render_ids(self.tok, conv.messages, add_generation_prompt=True)
+        budget = reply_budget(self.max_new_tokens, self.max_length, len(ids))
+        if budget == 0:
+            return None
+        try:
+            out = self.client.completions.create(
+                model=self.model,
+                prompt=ids,
+                max_tokens=budget,
+                temperature=0.0,
+                stop=[self.stop],  # servers that keep special tokens in the text
+                # vLLM: stop at the end-of-turn token itself, as TransformersEngine does (it skips special
+                # tokens in the text, so the stop string never shows there)
+                extra_body={"stop_token_ids": [self.eot]},
+            )
+        except openai.APIError as e:
+            raise UserError(f"{self.where}: model {self.model}: {type(e).__name__}: {str(e)[:300]}") from None
         choice = out.choices[0]
         return choice.text if choice.finish_reason == "stop" else None
 

@@ -18,6 +18,7 @@ from qa_forge.core.records import Record
 from qa_forge.eval import agent
 from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
 from qa_forge.eval.tasks import TASKS, Scoring, plot_rows, value
+from qa_forge.llm.identity import served_name
 from qa_forge.retrieval.index import indexer
 from qa_forge.retrieval.retriever import Retriever, RetrieverParams, Scope
 
@@ -35,12 +36,15 @@ class EvalSet(BaseModel):
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: Literal["transformers", "vllm", "openai"]
-    base_url: str | None  # openai: a server that serves the model (e.g. `vllm serve models/merged`)
+    base_url: str | None  # openai: a server that serves the model (`vllm serve models/merged --served-model-name NAME`)
     api_key_env: str | None
-    served_model: str | None  # openai: the model name on that server
+    # openai: the model's name on that server. A local model folder is served under its content hash
+    # (null: that name, `qa-forge served-name FOLDER`); set, it must be that name
+    served_model: str | None
     timeout_s: PositiveFloat  # openai: per request
     max_retries: NonNegativeInt  # openai: the SDK's retries (429, 5xx, timeouts)
     dtype: Literal["float32", "bfloat16", "float16"]
+    tensor_parallel_size: PositiveInt  # vllm: GPUs one copy of the model is split over (more copies: serve it, README)
     batch_size: int = Field(gt=0)
     reuse_cache: bool
     max_new_tokens: int = Field(gt=0)
@@ -62,17 +66,39 @@ class EvaluateParams(BaseModel):
         return Scoring(self.bootstrap, self.seed, self.max_calls, tuple(self.abstain_phrases))
 
 
+def served_model_name(p: EvaluateParams, model_dir: str) -> tuple[str, str | None]:
+    """(the name to ask the server for, the local folder it stands for). A local folder is asked for
+    by its content hash, so only a server running exactly that build answers (the engine checks the
+    server's list before the first question); `served_model`, if set, must be that name. Without a
+    local folder (a hub id) there is nothing to hash: `served_model`, else the id itself."""
+    folder = Path(model_dir)
+    if not folder.exists():
+        return p.served_model or model_dir, None
+    check_model_folder(folder, config=None)  # the weights the name hashes
+    name = served_name(folder)
+    if p.served_model is not None and p.served_model != name:
+        raise UserError(
+            f"param 'evaluate.served_model': {p.served_model} is not the model in {folder}, whose content hash names it {name} "
+            f"(set served_model: null to ask for that name)"
+        )
+    return name, str(folder)
+
+
 def make_engine(p: EvaluateParams, model_dir: str):
     from transformers import AutoTokenizer
 
+    served = served_model_name(p, model_dir) if p.backend == "openai" else None  # before anything loads
     with model_errors(model_dir, "tokenizer"):
         tok = AutoTokenizer.from_pretrained(model_dir)
+    # the prompt is rendered here for every backend (a server gets token ids), so a base model without
+    # a template gets the fallback here, never a server's own guess
     render.ensure_template(tok)
     if p.backend == "vllm":
-        return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype)
-    if p.backend == "openai":
+        return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype, tensor_parallel_size=p.tensor_parallel_size)
+    if served is not None:
+        name, folder = served
         return OpenAIEngine(
-            p.base_url, p.served_model or model_dir, tok, p.max_new_tokens, p.api_key_env, p.batch_size, p.timeout_s, p.max_retries
+            p.base_url, name, tok, p.max_new_tokens, p.max_length, p.api_key_env, p.batch_size, p.timeout_s, p.max_retries, folder
         )
     import torch
     from transformers import AutoModelForCausalLM
@@ -141,9 +167,9 @@ def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) 
     if not p.sets:
         raise UserError("param 'evaluate.sets': no eval sets: nothing to evaluate")
     inputs = {set_name: read_records(es.path)[: es.n] for set_name, es in p.sets.items()}
-    local = p.backend != "openai"  # openai: a server holds the model; a local folder, if any, gives the tokenizer
+    local = p.backend != "openai"  # openai: a server holds the model; a local folder gives the tokenizer and the served name
     if local or Path(model_dir).exists():
-        check_model_folder(model_dir, config="config.json" if local else None, weights=local)
+        check_model_folder(model_dir, config="config.json" if local else None)
     engine = make_engine(p, model_dir)
     retriever = Retriever(rp)
     report: dict = {"model": name}

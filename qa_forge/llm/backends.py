@@ -262,7 +262,7 @@ class _VLLMBackend:
                 "in its own environment and use backend 'openai' with base_url http://127.0.0.1:8000/v1"
             ) from None
         self.vllm = vllm
-        self.engine = vllm.LLM(model=self.p.model)
+        self.engine = vllm.LLM(model=self.p.model, tensor_parallel_size=self.p.tensor_parallel_size)
 
     def run(self, items: list[_Item], run: _Run) -> None:
         self.load()

@@ -6,6 +6,8 @@
   else the server's metadata for the model (GET /models/{model}, minus its volatile fields). A
   server that keeps the name and path of a retrained model (`vllm serve` of a new checkpoint)
   looks the same from outside: declare `model_version` (e.g. the DVC hash of the served folder).
+- a folder served for evaluate / ask (`vllm serve FOLDER --served-model-name NAME`): NAME is
+  `served_name(FOLDER)`, its local identity, so the name itself says which weights answer.
 URL credentials (`user:password@`) never enter an identity or a message.
 """
 
@@ -37,6 +39,8 @@ ANSWER_FILES = (
     "chat_template.json",
 )
 VOLATILE_METADATA = {"created", "permission"}  # vLLM stamps these per request
+SERVED_PREFIX = "qa-forge-"
+SERVED_DIGITS = 16  # of the sha256: names stay readable; 64 bits tell builds apart (not a defence against forgery)
 
 
 def public_url(url: str | None) -> str:
@@ -64,6 +68,13 @@ def weights_digest(folder: Path, store: DigestStore | None = None) -> str:
 def local_identity(folder: Path, store: DigestStore | None = None) -> str:
     files = weight_files(folder) + sorted(folder / name for name in ANSWER_FILES if (folder / name).is_file())
     return f"local:{files_digest(files, lambda f: f.name, store)}"
+
+
+def served_name(folder: Path, store: DigestStore | None = None) -> str:
+    """The model name to serve `folder` under: its content hash (`local_identity`: weights, tokenizer,
+    chat template, config, generation config). A client asking a server for this name gets these
+    weights or a 404, never a retrained model left behind under an old name."""
+    return SERVED_PREFIX + local_identity(folder, store).removeprefix("local:")[:SERVED_DIGITS]
 
 
 def served_identity(p: LLMParams, metadata: dict | None) -> str:

@@ -19,6 +19,7 @@ class LLMParams(BaseModel):
     max_retries: NonNegativeInt
     timeout_s: PositiveFloat
     batch_size: PositiveInt  # transformers: prompts per generate(); vllm: prompts per chat()
+    tensor_parallel_size: PositiveInt  # vllm: GPUs one copy of the model is split over (more copies: `vllm serve --data-parallel-size`)
     max_new_tokens: PositiveInt
     price_input_per_mtok: NonNegativeFloat  # USD per million prompt tokens
     price_output_per_mtok: NonNegativeFloat
