@@ -88,7 +88,6 @@ def two_processes(world) -> TrainParams:
         max_tokens=None,
         resume="auto",
     )
-    # set on the model, not merged into the section: params.yaml may still spell it num_gpus
     return p.model_copy(update={"num_processes": 2, "shuffle": False})
 
 

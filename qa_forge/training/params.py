@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LoraParams(BaseModel):
@@ -43,14 +43,11 @@ class TrainParams(BaseModel):
     resume: Literal["auto", "never"]
     checkpoint_dir: str
     # processes on this machine: > 1 re-launches the stage under `accelerate launch`, one process a
-    # GPU (NCCL, DeepSpeed with `deepspeed`) or, on CPU, over gloo. `num_gpus`: its old name, read
-    # until params/ spells it num_processes
-    num_processes: int = Field(gt=0, validation_alias=AliasChoices("num_processes", "num_gpus"))
+    # GPU (NCCL, DeepSpeed with `deepspeed`) or, on CPU, over gloo
+    num_processes: int = Field(gt=0)
     num_threads: int | None = Field(gt=0)  # CPU: torch threads (null: torch's default); 1 is faster on a busy machine
     deepspeed: str | None  # e.g. configs/deepspeed/zero2.json
-    # false: rows in the packed file's order, split the same way over any number of processes;
-    # null (until params/base.yaml carries `shuffle: true`): shuffled, the Trainer's default
-    shuffle: bool | None = None
+    shuffle: bool  # false: rows in the packed file's order, split the same way over any number of processes
 
     @model_validator(mode="after")
     def _check(self):
