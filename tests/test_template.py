@@ -75,6 +75,7 @@ def test_the_merged_model_renders_what_pack_trained_on(tmp_path, override):
         assert tok.chat_template == (override or CHATML), model
         served = encode(records, tok)  # the one renderer, as evaluate and a server fed this tokenizer render
         assert Counter(tuple(e["input_ids"]) for e in served) == conversations(rows["train"]), model
+    assert (tmp_path / "merged" / "train_info.json").read_text() == (tmp_path / "trained" / "train_info.json").read_text()
     # not vacuous: the base's own tokenizer (no template) renders differently or not at all
     plain = encode(records, load_tokenizer(base, CHATML if override else OVERRIDE)[0])
     assert Counter(tuple(e["input_ids"]) for e in plain) != conversations(rows["train"])

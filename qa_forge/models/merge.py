@@ -9,6 +9,7 @@ Saved with the tokenizer to a temporary folder, then renamed onto `models/merged
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -82,5 +83,7 @@ def merge(p: MergeParams, base: Path, trained: Path, out: Path) -> dict:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, max_shard_size=p.max_shard_size)
         tok.save_pretrained(tmp)
+        if (trained / "train_info.json").is_file():  # how it was trained (run key, package versions) travels with it
+            shutil.copyfile(trained / "train_info.json", tmp / "train_info.json")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"mode": mode, "dtype": p.dtype, "seconds": round(time.time() - start, 1), "size_mb": round(size / 1e6, 1)}
