@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # dvc runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test check-slow clean
+.PHONY: install repro test check-slow clean vllm-env
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,20 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# vLLM in an environment of its own (GPU hosts): no release fits our torch and transformers pins, so
+# it never joins .venv; the stages run `.venv-vllm/bin/vllm serve` themselves (serve_command in
+# params/gpu.yaml). Not part of repro or test: `make vllm-env && make repro PROFILE=gpu`.
+VLLM_VENV := .venv-vllm
+VLLM_VERSION := 0.34.0
+
+$(VLLM_VENV)/.installed:
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q vllm==$(VLLM_VERSION)
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
 
 # Hub downloads stay off (HF_HUB_OFFLINE=1) unless params.yaml fetches something from the hub;
 # a value set in the environment wins.

@@ -25,10 +25,9 @@ def main(
     if not dry_run:
         check_outputs(files=[metrics], folders=[out])
     records = read_records(fetched)
-    llm = LLM(lp)
-    if dry_run:
-        llm = DryRunLLM(llm)
-    outputs = generate_all(llm, p, records)
+    with LLM(lp) as model:  # leaving the block stops a server serve_command started
+        llm = DryRunLLM(model) if dry_run else model
+        outputs = generate_all(llm, p, records)
     if dry_run:
         llm.report()
         return

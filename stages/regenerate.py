@@ -22,11 +22,11 @@ def main(
     lp = load_section(params, "llm", LLMParams)
     check_outputs(files=[metrics], folders=[out])
     records = read_inputs(inputs)
-    llm = LLM(lp)
     files, rewritten = {}, 0
-    for name, recs in records.items():
-        files[name], n = regenerate(llm, recs, p)
-        rewritten += n
+    with LLM(lp) as llm:  # leaving the block stops a server serve_command started
+        for name, recs in records.items():
+            files[name], n = regenerate(llm, recs, p)
+            rewritten += n
     write_record_dir(out, files)
     write_json(metrics, {"records": {k: len(v) for k, v in files.items()}, "rewritten": rewritten, "llm": llm.stats})
     print(f"regenerate: rewrote {rewritten} records; llm {llm.stats}")

@@ -15,22 +15,34 @@ when the client is still connected to receive it, so tests can assert nothing wa
 `billed_tokens` adds up what the server bills (it dedupes nothing); `tokens="bytes"` counts one
 token per UTF-8 byte (the densest a tokenizer can be), the default ~4 characters a token.
 GET /v1/models lists `model` (the name it serves); GET /v1/models/{id} describes the model
-(`owned_by`, `root`: change them to serve "another" model).
+(`owned_by`, `root`: change them to serve "another" model). With `api_key`, a request without it
+is refused (401), as `vllm serve` does with VLLM_API_KEY set.
 
     with LLMServer(latency_s=0.2) as srv:
         LLMParams(backend="openai", base_url=srv.url, ...)
 
-`python -m tests.llm_server --latency 0.2` serves until killed and prints the base URL.
+`python -m tests.llm_server --latency 0.2` serves until killed and prints the base URL. It takes
+`vllm serve`'s command-line shape too, so tests can start it through `serve_command`:
+`python -m tests.llm_server MODEL --served-model-name NAME --host HOST --port PORT` serves NAME: a
+model folder decodes the token ids it is sent with that folder's model (`ServedModel`), any other
+MODEL echoes; vLLM's flags that tests pass (e.g. --max-model-len 4096) are ignored, and a few flags
+of its own act out what a real server may do (exit at once, never list the model, ignore SIGTERM,
+start a worker process).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
+import os
 import random
 import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -64,9 +76,12 @@ class LLMServer:
         seed: int = 0,
         model: str = "test-model",
         tokens: str = "chars",
+        port: int = 0,
+        api_key: str | None = None,
     ):
         self.script, self.latency_s, self.fault_rate, self.faults = script, latency_s, fault_rate, faults
         self.timeout_sleep_s, self.model, self.tokens = timeout_sleep_s, model, tokens
+        self.port, self.api_key = port, api_key
         self.owned_by, self.root = "tests", "weights-v1"
         self.billed_tokens = {"prompt": 0, "completion": 0}
         self.rng = random.Random(seed)
@@ -83,7 +98,7 @@ class LLMServer:
         class Handler(_Handler):
             srv = server
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -185,7 +200,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, headers: dict | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": "server_error", "code": status}}, headers)
 
+    def _authorized(self) -> bool:
+        """Refuse a request without the server's key (401), as vLLM does; True when it may go on."""
+        key = self.srv.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._error(401, "missing or wrong API key")
+        return False
+
     def do_GET(self) -> None:
+        if not self._authorized():
+            return
         srv, route = self.srv, self.path.rstrip("/")
         card = {"id": srv.model, "object": "model", "created": int(time.time()), "owned_by": srv.owned_by, "root": srv.root}
         if route == "/v1/models":
@@ -197,6 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if not self._authorized():
+            return
         route = self.path.rstrip("/")
         if route not in ("/v1/chat/completions", "/v1/completions"):
             self._error(404, f"no route {self.path}")
@@ -303,13 +330,82 @@ def _truncate(text: str, max_tokens: int, tokens: str) -> str:
     return text[: max_tokens * 4]
 
 
-if __name__ == "__main__":
-    import argparse
+class ServedModel:
+    """The server side of `vllm serve FOLDER`: greedy decoding of the prompt's token ids, stopping at
+    `stop_token_ids` or `max_tokens`, special tokens left out of the text."""
 
+    def __init__(self, model, tok):
+        self.model, self.tok = model, tok
+        self.lock = threading.Lock()  # the server answers on several threads; the model decodes one request at a time
+
+    @classmethod
+    def load(cls, folder) -> ServedModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return cls(AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder))
+
+    def __call__(self, messages, body):
+        import torch
+
+        ids, stops = body["prompt"], body["stop_token_ids"]
+        with self.lock, torch.no_grad():
+            out = self.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=body["max_tokens"],
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=stops[0],
+            )
+        new = out[0, len(ids) :].tolist()
+        end = next((i + 1 for i, t in enumerate(new) if t in stops), None)
+        return self.tok.decode(new[:end], skip_special_tokens=True), "stop" if end else "length"
+
+
+IGNORED_VLLM_FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--revision", "--dtype", "--tensor-parallel-size")
+
+
+def parse_args(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", default="test-model", help="a model folder (its model answers) or a name (echo)")
+    ap.add_argument("--served-model-name", help="the name GET /v1/models lists (default: MODEL)")
+    ap.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])  # it listens on 127.0.0.1
+    ap.add_argument("--port", type=int, default=0, help="0: any free port")
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
-    a = ap.parse_args()
-    with LLMServer(latency_s=a.latency, fault_rate=a.fault_rate) as s:
-        print(s.url, flush=True)
+    for flag in IGNORED_VLLM_FLAGS:  # vLLM's, with a value: taken and ignored
+        ap.add_argument(flag, help=argparse.SUPPRESS)
+    # acting out a real server, for tests of qa_forge.llm.serving
+    ap.add_argument("--launches", help="append a line {pid, argv, worker pid} to this file at start")
+    ap.add_argument("--exit-at-once", type=int, metavar="STATUS", help="write 30 log lines, then exit with STATUS without serving")
+    ap.add_argument("--list-other", action="store_true", help="serve, but list another name than the one asked for")
+    ap.add_argument("--ignore-sigterm", action="store_true", help="a server that does not stop on SIGTERM")
+    ap.add_argument("--worker", action="store_true", help="start a worker process (as vLLM's engine core) that runs until killed")
+    args, _unknown = ap.parse_known_args(argv)  # vLLM's switches without a value (e.g. --enforce-eager): ignored
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    if a.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) if a.worker else None
+    if a.launches:
+        with open(a.launches, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "argv": sys.argv, "worker": worker and worker.pid}) + "\n")
+    for i in range(30):
+        print(f"loading shard {i + 1} of 30", flush=True)
+    if a.exit_at_once is not None:
+        print("error: out of memory (scripted)", flush=True)
+        sys.exit(a.exit_at_once)
+    name = a.served_model_name or a.model
+    script = ServedModel.load(a.model) if os.path.isfile(os.path.join(a.model, "config.json")) else echo
+    served_as = "another-model" if a.list_other else name
+    server = LLMServer(script, a.latency, a.fault_rate, model=served_as, port=a.port, api_key=os.environ.get("VLLM_API_KEY"))
+    with server:
+        print(server.url, flush=True)
         threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

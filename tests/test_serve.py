@@ -11,7 +11,6 @@ import runpy
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,36 +21,10 @@ from qa_forge.eval import agent, engines
 from qa_forge.eval.evaluate import evaluate
 from qa_forge.llm.identity import served_name
 from tests.conftest import ROOT
-from tests.llm_server import LLMServer
+from tests.llm_server import LLMServer, ServedModel
 from tests.params import merge, params, raw, retriever
 
 EOT_BOOST = 2.0  # the end-of-turn row of the random head, scaled: some replies end, others run out
-
-
-class ServedModel:
-    """The server side of `vllm serve FOLDER`: greedy decoding of the prompt's token ids, stopping at
-    `stop_token_ids` or `max_tokens`, special tokens left out of the text."""
-
-    def __init__(self, model, tok):
-        self.model, self.tok = model, tok
-        self.lock = threading.Lock()  # the server answers on several threads; the model decodes one request at a time
-
-    def __call__(self, messages, body):
-        import torch
-
-        ids, stops = body["prompt"], body["stop_token_ids"]
-        with self.lock, torch.no_grad():
-            out = self.model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                max_new_tokens=body["max_tokens"],
-                do_sample=False,
-                eos_token_id=stops,
-                pad_token_id=stops[0],
-            )
-        new = out[0, len(ids) :].tolist()
-        end = next((i + 1 for i, t in enumerate(new) if t in stops), None)
-        return self.tok.decode(new[:end], skip_special_tokens=True), "stop" if end else "length"
 
 
 def make_model(folder: Path, tok, seed: int) -> Path:

@@ -137,6 +137,13 @@ def _local(value: str | None) -> bool:
     return value is None or value in ("minilm",) or value.startswith(("models/", "data/", "/", "./", "../")) or Path(value).exists()
 
 
+def _loads_from_hub(llm: dict) -> bool:
+    """An LLM section whose model a process of the run loads by hub id: a local backend, or the server
+    its serve_command starts (which inherits HF_HUB_OFFLINE)."""
+    loaded_here = llm["backend"] in ("transformers", "vllm") or llm.get("serve_command") is not None
+    return loaded_here and not _local(llm["model"])
+
+
 def hub_uses(params: dict) -> list[str]:
     """The params whose values are fetched from the hub (empty: the run works offline)."""
     uses = []
@@ -148,12 +155,9 @@ def hub_uses(params: dict) -> list[str]:
                 uses.append(f"fetch.{role}.{name}.hub")
     if not _local(params["retrieve"]["model"]):
         uses.append("retrieve.model")
-    for section in ("llm",):
-        llm = params[section]
-        if llm["backend"] in ("transformers", "vllm") and not _local(llm["model"]):
-            uses.append(f"{section}.model")
-    judge = params["judge"]["llm"]
-    if params["judge"]["enabled"] and judge["backend"] in ("transformers", "vllm") and not _local(judge["model"]):
+    if _loads_from_hub(params["llm"]):
+        uses.append("llm.model")
+    if params["judge"]["enabled"] and _loads_from_hub(params["judge"]["llm"]):
         uses.append("judge.llm.model")
     return uses
 

@@ -17,6 +17,7 @@ from qa_forge.core.cli import PARAMS
 from qa_forge.core.io import UserError, load_section
 from qa_forge.eval import agent
 from qa_forge.eval.evaluate import EvaluateParams, make_engine
+from qa_forge.llm.serving import serve_log_dir
 from qa_forge.retrieval.index import Index
 from qa_forge.retrieval.retriever import Retriever, RetrieverParams
 
@@ -78,12 +79,12 @@ def main(
     console = Console()
     retriever = Retriever(rp)
     index = Index.build(paragraphs(docs), retriever)
-    engine = make_engine(p, str(model))
-    console.print(f"[dim]{len(index)} paragraphs from {docs}; model {model}. Empty line to quit.[/dim]")
-    for q in question or iter(lambda: Prompt.ask("[bold]question[/bold]", default="", show_default=False), ""):
-        hits_log: list = []
-        conv = agent.Conversation("ask", q, logged_search(index, retriever, top_k, hits_log))
-        agent.run(engine, [conv], p.max_calls)
-        for step, hits in zip([s for s in conv.steps if "query" in s], hits_log):
-            step["hits"] = hits
-        show(console, conv)
+    with make_engine(p, str(model), serve_log_dir(rp.cache_dir)) as engine:  # a server serve_command started runs until we quit
+        console.print(f"[dim]{len(index)} paragraphs from {docs}; model {model}. Empty line to quit.[/dim]")
+        for q in question or iter(lambda: Prompt.ask("[bold]question[/bold]", default="", show_default=False), ""):
+            hits_log: list = []
+            conv = agent.Conversation("ask", q, logged_search(index, retriever, top_k, hits_log))
+            agent.run(engine, [conv], p.max_calls)
+            for step, hits in zip([s for s in conv.steps if "query" in s], hits_log):
+                step["hits"] = hits
+            show(console, conv)

@@ -228,7 +228,7 @@ class TransformersEngine:
 
 
 class VLLMEngine:
-    """vLLM's offline engine (the `vllm` extra, GPU hosts): prefix caching reuses what each
+    """vLLM's offline engine (GPU hosts, with a vLLM that fits our pins: none today): prefix caching reuses what each
     conversation already encoded; all active conversations go in one call."""
 
     def __init__(
@@ -238,7 +238,8 @@ class VLLMEngine:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise UserError(
-                "evaluate.backend 'vllm' needs vLLM: pip install -e .[vllm] (or serve the model and use backend 'openai')"
+                "evaluate.backend 'vllm' needs vLLM in this environment, and no vLLM release fits our torch and transformers "
+                "pins: use backend 'openai' with serve_command '.venv-vllm/bin/vllm serve' (`make vllm-env`; README: Serving the trained model)"
             ) from None
         self.tok, self.batch_size = tokenizer, batch_size
         self.llm = LLM(model=model_dir, dtype=dtype, enable_prefix_caching=True, tensor_parallel_size=tensor_parallel_size)

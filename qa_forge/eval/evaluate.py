@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,7 @@ from qa_forge.eval import agent
 from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
 from qa_forge.eval.tasks import TASKS, Scoring, plot_rows, value
 from qa_forge.llm.identity import served_name
+from qa_forge.llm.serving import check_serve_command, serve_log_dir, served
 from qa_forge.retrieval.index import indexer
 from qa_forge.retrieval.retriever import Retriever, RetrieverParams, Scope
 
@@ -41,6 +44,10 @@ class EvaluateParams(BaseModel):
     # openai: the model's name on that server. A local model folder is served under its content hash
     # (null: that name, `qa-forge served-name FOLDER`); set, it must be that name
     served_model: str | None
+    # openai: the command that serves the model folder under its content-hash name for this stage
+    # (`vllm serve ...`; qa_forge.llm.serving), stopped when the stage ends; null: a server that runs already
+    serve_command: str | None
+    serve_timeout_s: PositiveFloat  # serve_command: how long the server may take to list the model (loading a 7B: minutes)
     timeout_s: PositiveFloat  # openai: per request
     max_retries: NonNegativeInt  # openai: the SDK's retries (429, 5xx, timeouts)
     dtype: Literal["float32", "bfloat16", "float16"]
@@ -54,6 +61,11 @@ class EvaluateParams(BaseModel):
     sets: dict[str, EvalSet]
     bootstrap: int = Field(gt=0)
     seed: int
+
+    @model_validator(mode="after")
+    def _serve_command_fits(self):
+        check_serve_command(self.serve_command, self.backend, self.base_url)
+        return self
 
     @model_validator(mode="after")
     def _known_sets(self):
@@ -84,22 +96,38 @@ def served_model_name(p: EvaluateParams, model_dir: str) -> tuple[str, str | Non
     return name, str(folder)
 
 
-def make_engine(p: EvaluateParams, model_dir: str):
+@contextmanager
+def make_engine(p: EvaluateParams, model_dir: str, log_dir: str | Path) -> Iterator:
+    """The engine for the block; with `serve_command`, the server it asks runs for the block only
+    (its log in `log_dir`)."""
     from transformers import AutoTokenizer
 
-    served = served_model_name(p, model_dir) if p.backend == "openai" else None  # before anything loads
+    served_as = served_model_name(p, model_dir) if p.backend == "openai" else None  # before anything loads
     with model_errors(model_dir, "tokenizer"):
         tok = AutoTokenizer.from_pretrained(model_dir)
     # the prompt is rendered here for every backend (a server gets token ids), so a base model without
     # a template gets the fallback here, never a server's own guess
     render.ensure_template(tok)
-    if p.backend == "vllm":
-        return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype, tensor_parallel_size=p.tensor_parallel_size)
-    if served is not None:
-        name, folder = served
-        return OpenAIEngine(
+    if served_as is None:
+        yield local_engine(p, model_dir, tok)
+        return
+    name, folder = served_as
+    # serve_command: the folder served under its content-hash name for this block only (OpenAIEngine
+    # checks the name is listed either way)
+    server = (
+        served(p.serve_command, model_dir, name, p.base_url, p.api_key_env, p.serve_timeout_s, log_dir)
+        if p.serve_command
+        else nullcontext()
+    )
+    with server:
+        yield OpenAIEngine(
             p.base_url, name, tok, p.max_new_tokens, p.max_length, p.api_key_env, p.batch_size, p.timeout_s, p.max_retries, folder
         )
+
+
+def local_engine(p: EvaluateParams, model_dir: str, tok):
+    if p.backend == "vllm":
+        return VLLMEngine(model_dir, tok, p.max_new_tokens, p.dtype, tensor_parallel_size=p.tensor_parallel_size)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -170,17 +198,17 @@ def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) 
     local = p.backend != "openai"  # openai: a server holds the model; a local folder gives the tokenizer and the served name
     if local or Path(model_dir).exists():
         check_model_folder(model_dir, config="config.json" if local else None)
-    engine = make_engine(p, model_dir)
-    retriever = Retriever(rp)
     report: dict = {"model": name}
     predictions: dict[str, list[dict]] = {}
-    for set_name, es in p.sets.items():
-        records = inputs[set_name]
-        convs = conversations(records, retriever, es.scope, es.top_k)
-        qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
-        rows = [prediction_row(r, c) for r, c in zip(records, convs)]
-        report[set_name] = {**TASKS[set_name].score(rows, p.scoring()), "questions_per_s": round(qps, 4)}
-        predictions[set_name] = rows
+    with make_engine(p, model_dir, serve_log_dir(rp.cache_dir)) as engine:
+        retriever = Retriever(rp)
+        for set_name, es in p.sets.items():
+            records = inputs[set_name]
+            convs = conversations(records, retriever, es.scope, es.top_k)
+            qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
+            rows = [prediction_row(r, c) for r, c in zip(records, convs)]
+            report[set_name] = {**TASKS[set_name].score(rows, p.scoring()), "questions_per_s": round(qps, 4)}
+            predictions[set_name] = rows
     return report, predictions
 
 

@@ -127,11 +127,13 @@ def judge(p: JudgeParams, base: Path, finetuned: Path) -> dict:
     """Every eval set with predictions of both models, judged; plus the judge's LLM stats."""
     if not p.enabled:
         return {"enabled": False}
-    llm = LLM(p.llm)
     report: dict = {"judge": p.llm.model, "enabled": True}
-    for name in TASKS:
-        if (base / f"{name}.jsonl").is_file():
-            report[name] = judge_source(llm, read_rows(base / f"{name}.jsonl"), read_rows(finetuned / f"{name}.jsonl"), p, f"judge {name}")
-            check_parsable(name, report[name], p)
+    with LLM(p.llm) as llm:  # leaving the block stops a server serve_command started
+        for name in TASKS:
+            if (base / f"{name}.jsonl").is_file():
+                report[name] = judge_source(
+                    llm, read_rows(base / f"{name}.jsonl"), read_rows(finetuned / f"{name}.jsonl"), p, f"judge {name}"
+                )
+                check_parsable(name, report[name], p)
     report["llm"] = llm.stats
     return report

@@ -258,8 +258,9 @@ class _VLLMBackend:
             import vllm
         except ImportError:
             raise UserError(
-                "backend 'vllm' needs vLLM: `pip install -e .[vllm]` on a GPU host, or run `vllm serve MODEL` "
-                "in its own environment and use backend 'openai' with base_url http://127.0.0.1:8000/v1"
+                "backend 'vllm' needs vLLM in this environment, and no vLLM release fits our torch and transformers pins: "
+                "use backend 'openai' with vLLM in its own environment (`make vllm-env`), base_url http://127.0.0.1:8000/v1 "
+                "and serve_command '.venv-vllm/bin/vllm serve' (README: Profiles and the GPU host)"
             ) from None
         self.vllm = vllm
         self.engine = vllm.LLM(model=self.p.model, tensor_parallel_size=self.p.tensor_parallel_size)

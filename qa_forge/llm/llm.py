@@ -5,7 +5,10 @@
   connections and bodies that are not completions; other 4xx stop the run; an item whose retries
   are spent ends failed (`gave_up`, not cached) and the run goes on.
 - `transformers`: a local Hugging Face folder (or hub id), batched `generate()` sorted by length.
-- `vllm`: the offline vLLM engine (GPU hosts; `pip install -e .[vllm]`).
+- `vllm`: the offline vLLM engine (GPU hosts, with a vLLM that fits our torch and transformers pins).
+
+With `serve_command`, the openai backend's server is started by the first request that misses the
+cache and stopped by `close()` (`qa_forge.llm.serving`): a fully cached run starts none.
 
 Every response is written to the sqlite cache (`qa_forge.llm.cache`) the moment it arrives, so a
 killed run, re-run, pays only for the missing ones; an empty or cut-off completion is cached as a
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import ExitStack
 from typing import Self
 
 from qa_forge.core.io import UserError
@@ -31,6 +35,7 @@ from qa_forge.llm.identity import legacy_identity, model_identity
 from qa_forge.llm.params import LLMParams
 from qa_forge.llm.request import SAMPLING, CostCapReached, Request, Response, _Item, prompt_token_bound
 from qa_forge.llm.run import _Run
+from qa_forge.llm.serving import serve_log_dir, served
 
 
 class LLM:
@@ -53,6 +58,8 @@ class LLM:
         self._backend = BACKENDS[params.backend](params)
         self._identity: str | None = None
         self._lock = threading.Lock()
+        self._server = ExitStack()  # the server serve_command started, stopped by close()
+        self._serving = False
 
     @property
     def identity(self) -> str:
@@ -125,6 +132,7 @@ class LLM:
                 self.count_failure(hits[it.key][3])
         self._report_in_flight(todo)
         if todo:
+            self._start_server()
             run = _Run(self, total=len(items), cached=n_hit, desc=desc)
             with run.progress:
                 self._backend.run(todo, run)
@@ -158,8 +166,23 @@ class LLM:
                 file=sys.stderr,
             )
 
+    def _start_server(self) -> None:
+        """Start the server `serve_command` names, once: only a request that missed the cache needs
+        it (a re-run does not pay for loading the model), and it stays up for the stage's later calls."""
+        p = self.params
+        if p.serve_command is None or self._serving:
+            return
+        log_dir = serve_log_dir(p.cache_dir)
+        self._server.enter_context(served(p.serve_command, p.model, p.model, p.base_url, p.api_key_env, p.serve_timeout_s, log_dir))
+        self._serving = True
+
     def close(self) -> None:
-        self._cache.close()
+        """Stop the server this LLM started, if any, and close the cache."""
+        try:
+            self._server.close()
+        finally:
+            self._serving = False
+            self._cache.close()
 
     def __enter__(self) -> Self:
         return self
