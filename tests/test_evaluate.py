@@ -39,11 +39,21 @@ def test_score_squad_table():
         row(None, status="unparsable"),  # has answer, unparsable
     ]
     t = score_squad(rows, P)
-    assert t["n"] == 5 and t["parseable"] == pytest.approx(0.8)
-    assert t["exact_match"] == pytest.approx(0.4)  # 2 of 5
-    assert t["correct_no_answer"] == pytest.approx(0.5) and t["correct_has_answer"] == pytest.approx(1 / 3, abs=1e-4)
-    assert [r["em"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0]
-    assert t["exact_match_ci"]["value"] == pytest.approx(0.4) and t["exact_match_ci"]["n"] == 5
+    assert t["n"] == 5 and t["n_no_answer"] == 2 and t["n_has_answer"] == 3 and t["parseable"]["value"] == pytest.approx(0.8)
+    assert t["exact_match"]["value"] == pytest.approx(0.4) and t["exact_match"]["n"] == 5  # 2 of 5
+    assert t["exact_match_parseable"]["value"] == pytest.approx(0.5)  # 2 of the 4 parsed
+    assert t["correct_no_answer"]["value"] == pytest.approx(0.5) and t["correct_no_answer"]["n"] == 2
+    assert t["correct_has_answer"]["value"] == pytest.approx(1 / 3, abs=1e-4)
+    assert [r["em"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 0.0] and [r["no_answer"] for r in rows] == [False, False, True, True, False]
+    # Wilson 2 of 5: [0.1176, 0.7693]
+    assert (t["exact_match"]["ci95_lo"], t["exact_match"]["ci95_hi"]) == (pytest.approx(0.1176, abs=1e-4), pytest.approx(0.7693, abs=1e-4))
+
+
+def test_score_squad_f1_is_the_official_one():
+    # "in 1891 or 1892" vs "1891": precision 1/4, recall 1 -> F1 0.4 (official SQuAD v2 script)
+    rows = [row("In 1891 or 1892.", short="in 1891 or 1892", gold=("1891",)), row("Warsaw.", short="Warsaw", gold=("Warsaw",))]
+    t = score_squad(rows, P)
+    assert [r["f1"] for r in rows] == [pytest.approx(0.4), 1.0] and t["f1"]["value"] == pytest.approx(0.7)
 
 
 def test_score_hotpot_counts_and_scores():

@@ -82,8 +82,11 @@ def test_scores_count_parsed_verdicts_only(tmp_path, server):
     assert r["accuracy"]["base"]["n"] == r["accuracy"]["finetuned"]["n"] == len(parsed)
     assert r["accuracy"]["base"]["value"] == pytest.approx(len(BASE_RIGHT) / len(parsed))
     assert r["accuracy"]["finetuned"]["value"] == pytest.approx(len(TUNED_RIGHT) / len(parsed))
-    lo, hi = r["accuracy"]["finetuned"]["ci95"]
-    assert lo <= r["accuracy"]["finetuned"]["value"] <= hi
+    tuned = r["accuracy"]["finetuned"]
+    assert tuned["ci95_lo"] <= tuned["value"] <= tuned["ci95_hi"]
+    # paired on the questions both verdicts parsed for: fine-tuned - base
+    d = r["accuracy"]["difference"]
+    assert d["value"] == pytest.approx((len(TUNED_RIGHT) - len(BASE_RIGHT)) / len(parsed)) and d["ci95_lo"] < d["value"] < d["ci95_hi"]
     # fine-tuned alone right on q4..q6 (3 wins), both right or both wrong elsewhere (5 ties), base never better
     assert r["wins"] == {"finetuned": 3, "base": 0, "tie": 5}
     assert r["win_rate"]["n"] == len(parsed) and r["win_rate"]["finetuned"]["value"] == pytest.approx(3 / 8)

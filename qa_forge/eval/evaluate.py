@@ -19,7 +19,7 @@ from qa_forge.core.io import UserError, atomic_path, check_model_folder, model_e
 from qa_forge.core.records import Record
 from qa_forge.eval import agent
 from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
-from qa_forge.eval.tasks import TASKS, Scoring, plot_rows, value
+from qa_forge.eval.tasks import TASKS, Scoring, group_keys, plot_rows, value
 from qa_forge.llm.identity import served_name
 from qa_forge.llm.serving import check_serve_command, serve_log_dir, served
 from qa_forge.retrieval.index import indexer
@@ -189,9 +189,10 @@ def prediction_row(r: Record, c: agent.Conversation) -> dict:
     }
 
 
-def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) -> tuple[dict, dict[str, list[dict]]]:
-    """(report: {"model": name, <set>: scores}, prediction rows per set). Every set is read and the
-    model folder checked before the model loads: a bad input fails in a second, not after a set."""
+def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) -> tuple[dict, dict[str, list[dict]], dict]:
+    """(report: {"model": name, <set>: scores}, prediction rows per set, timings: questions per
+    second per set). Every set is read and the model folder checked before the model loads: a bad
+    input fails in a second, not after a set."""
     if not p.sets:
         raise UserError("param 'evaluate.sets': no eval sets: nothing to evaluate")
     inputs = {set_name: read_records(es.path)[: es.n] for set_name, es in p.sets.items()}
@@ -200,6 +201,7 @@ def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) 
         check_model_folder(model_dir, config="config.json" if local else None)
     report: dict = {"model": name}
     predictions: dict[str, list[dict]] = {}
+    timings: dict[str, dict] = {}
     with make_engine(p, model_dir, serve_log_dir(rp.cache_dir)) as engine:
         retriever = Retriever(rp)
         for set_name, es in p.sets.items():
@@ -207,9 +209,18 @@ def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) 
             convs = conversations(records, retriever, es.scope, es.top_k)
             qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
             rows = [prediction_row(r, c) for r, c in zip(records, convs)]
-            report[set_name] = {**TASKS[set_name].score(rows, p.scoring()), "questions_per_s": round(qps, 4)}
+            report[set_name] = TASKS[set_name].score(rows, p.scoring())
             predictions[set_name] = rows
-    return report, predictions
+            timings[set_name] = {"questions": len(rows), "questions_per_s": round(qps, 4)}
+    return report, predictions, timings
+
+
+def metrics_view(report: dict) -> dict:
+    """The report as the metrics file holds it: the scores, without the per-group sections the plot
+    tables show (dozens of keys `dvc metrics diff` would list for every group)."""
+    return {
+        k: ({m: v for m, v in section.items() if m not in group_keys(TASKS[k])} if k in TASKS else section) for k, section in report.items()
+    }
 
 
 def write_plots(report: dict, folder: Path) -> None:

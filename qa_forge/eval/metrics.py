@@ -1,5 +1,5 @@
 """Metrics as pure functions: the seeds' HotpotQA metrics, official HotpotQA / SQuAD v2 EM and F1,
-the llama_squad table, retrieval recall@k / MRR, bootstrap confidence intervals and grouping.
+retrieval recall@k / MRR, confidence intervals (Wilson, bootstrap, Newcombe's paired) and grouping.
 
 Every answer comparison goes through `normalize_answer` (the official SQuAD/HotpotQA rule: lower
 case, no punctuation, no articles a/an/the, single spaces).
@@ -135,41 +135,35 @@ def squad_f1(prediction: str, golds: Sequence[str]) -> float:
     return max(_squad_f1_one(prediction, g) for g in _squad_golds(golds))
 
 
-def squad_v2_table(predictions: Sequence[str | None], golds: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """The llama_squad results columns (as fractions) plus F1. A prediction is the answer string
-    ("" = the model abstained) or None when the reply could not be parsed; an unparseable reply
-    scores 0 everywhere. Columns: parseable (llama_squad's "% Valid JSON"), exact_match,
-    exact_match_parseable, correct_no_answer (EM among gold-unanswerable), correct_has_answer
-    (EM among answerable), f1."""
-    if len(predictions) != len(golds):
-        raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
-    em = [0.0 if p is None else squad_exact_match(p, g) for p, g in zip(predictions, golds)]
-    f1 = [0.0 if p is None else squad_f1(p, g) for p, g in zip(predictions, golds)]
-    ok = [p is not None for p in predictions]
-    no_answer = [not any(normalize_answer(a) for a in g) for g in golds]
-
-    def mean(xs: list[float]) -> float | None:
-        return sum(xs) / len(xs) if xs else None
-
-    return {
-        "n": len(predictions),
-        "n_no_answer": sum(no_answer),
-        "n_has_answer": len(golds) - sum(no_answer),
-        "parseable": mean([float(x) for x in ok]),
-        "exact_match": mean(em),
-        "exact_match_parseable": mean([e for e, o in zip(em, ok) if o]),
-        "correct_no_answer": mean([e for e, na in zip(em, no_answer) if na]),
-        "correct_has_answer": mean([e for e, na in zip(em, no_answer) if not na]),
-        "f1": mean(f1),
-    }
-
-
 # --- confidence intervals -----------------------------------------------------------------------
+# Every score is stored as {"value", "n", "ci95_lo", "ci95_hi"}: plain numbers that `dvc metrics
+# diff` compares (it never diffs lists). Scores of 0/1 outcomes get a Wilson interval, which keeps a
+# width at 0 and 1 (0 of 20 correct: [0, 0.16]) where a percentile bootstrap collapses to [0, 0];
+# other scores a percentile bootstrap. The base vs fine-tuned difference is paired by question.
+
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion. scipy has it only for integer counts
+    (`binomtest(k, n).proportion_ci("wilson")`), and every caller here has its counts in hand."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def bootstrap_ci(values: Sequence[float], n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean and a percentile-bootstrap (1 - alpha) interval over `n` resamples
-    with replacement, deterministic for a seed. Empty input: (nan, nan, nan)."""
+    with replacement, deterministic for a seed. Empty input: (nan, nan, nan). scipy.stats.bootstrap
+    refuses a sample whose resamples all agree (degenerate), which small eval sets hit; this returns
+    the degenerate interval and leaves 0/1 outcomes to `wilson`."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
@@ -181,12 +175,60 @@ def bootstrap_ci(values: Sequence[float], n: int = 1000, seed: int = 0, alpha: f
     return mean, float(min(lo, mean)), float(max(hi, mean))
 
 
+def interval(value: float | None, n: int, lo: float | None, hi: float | None, digits: int = 4) -> dict[str, Any]:
+    """The stored form of a score."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None or np.isnan(x) else round(float(x), digits)
+
+    return {"value": r(value), "n": n, "ci95_lo": r(lo), "ci95_hi": r(hi)}
+
+
 def summarize(values: Sequence[float], n: int = 1000, seed: int = 0, digits: int = 4) -> dict[str, Any]:
-    """{"value": mean, "n": count, "ci95": [lo, hi]} for metrics JSON; value/ci95 None when empty."""
+    """A score with its N and 95 % interval: Wilson for 0/1 outcomes, else a percentile bootstrap
+    of `n` resamples. Empty: value and interval None."""
     if len(values) == 0:
-        return {"value": None, "n": 0, "ci95": None}
-    mean, lo, hi = bootstrap_ci(values, n=n, seed=seed, alpha=0.05)
-    return {"value": round(mean, digits), "n": len(values), "ci95": [round(lo, digits), round(hi, digits)]}
+        return interval(None, 0, None, None)
+    if is_binary(values):
+        lo, hi = wilson(sum(values), len(values))
+        return interval(float(np.mean(values)), len(values), lo, hi, digits)
+    mean, lo, hi = bootstrap_ci(values, n=n, seed=seed)
+    return interval(mean, len(values), lo, hi, digits)
+
+
+def newcombe_paired(after: Sequence[float], before: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """(difference, lo, hi) of two paired proportions (each question scored 0/1 by both models):
+    Newcombe's hybrid score interval for paired data (Newcombe 1998, method 10: Wilson intervals
+    of both marginals, joined through the phi correlation of the 2x2 table). It keeps a width when
+    both models agree on every question, where a paired bootstrap gives [0, 0]."""
+    a = sum(1 for x, y in zip(after, before) if x and y)
+    b = sum(1 for x, y in zip(after, before) if x and not y)
+    c = sum(1 for x, y in zip(after, before) if not x and y)
+    d = len(after) - a - b - c
+    n = len(after)
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, z)
+    l2, u2 = wilson(a + c, n, z)
+    denominator = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / np.sqrt(denominator) if denominator else 0.0
+    delta = np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    eps = np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    theta = p1 - p2
+    return theta, max(-1.0, theta - delta), min(1.0, theta + eps)
+
+
+def paired_difference(after: Sequence[float], before: Sequence[float], n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """after - before, scored on the same questions in the same order, with a paired 95 % interval:
+    Newcombe's for 0/1 outcomes, else a bootstrap of the per-question differences."""
+    if len(after) != len(before):
+        raise ValueError(f"paired scores need the same questions: {len(after)} vs {len(before)}")
+    if not after:
+        return interval(None, 0, None, None)
+    if is_binary(after) and is_binary(before):
+        theta, lo, hi = newcombe_paired(after, before)
+        return interval(theta, len(after), lo, hi)
+    mean, lo, hi = bootstrap_ci([x - y for x, y in zip(after, before)], n=n, seed=seed)
+    return interval(mean, len(after), lo, hi)
 
 
 # --- grouping -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from qa_forge.core.io import UserError, read_jsonl
-from qa_forge.core.textnorm import abstains
+from qa_forge.core.textnorm import abstains, normalize_answer
 from qa_forge.eval import metrics
 
 
@@ -30,7 +30,8 @@ class Scoring:
 
 @dataclass(frozen=True)
 class PlotTable:
-    """A CSV for `dvc plots`: one row per group of a report's `group` section."""
+    """A CSV for `dvc plots`: one row per group of a report's `group` section, each score with its
+    interval as plain columns (`<score>`, then `ci95_lo`, `ci95_hi` of the first score)."""
 
     file: str
     group: str  # e.g. "by_type"
@@ -39,9 +40,19 @@ class PlotTable:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """A main score of a set for metrics/summary.json: the mean of a per-row score (the prediction
+    rows carry it after scoring), over the rows `where` keeps (None: all)."""
+
+    row_key: str
+    where: Callable[[dict], bool] | None = None
+
+
+@dataclass(frozen=True)
 class EvalTask:
     score: Callable[[list[dict], Scoring], dict]  # prediction rows -> the set's report (rows get per-row scores)
     headline: tuple[str, ...]  # report keys printed after a run
+    summary: dict[str, Headline]  # the scores metrics/summary.json compares, base vs fine-tuned
     plots: tuple[PlotTable, ...] = field(default_factory=tuple)
 
 
@@ -101,17 +112,30 @@ def squad_prediction(row: dict, phrases: tuple[str, ...]) -> str | None:
 
 
 def score_squad(rows: list[dict], s: Scoring) -> dict:
-    """The llama_squad table (parseable, EM, correct no-answer / has-answer) plus F1, with intervals."""
+    """The llama_squad table (parseable, EM, correct no-answer / has-answer) plus F1, each with its
+    interval; rows get their prediction, em, f1 and whether the question has no answer."""
     preds = [squad_prediction(r, s.abstain_phrases) for r in rows]
-    golds = [r["gold"] for r in rows]
-    for r, pred, g in zip(rows, preds, golds):
+    for r, pred in zip(rows, preds):
         r["prediction"] = pred
-        r["em"] = 0.0 if pred is None else metrics.squad_exact_match(pred, g)
-        r["f1"] = 0.0 if pred is None else metrics.squad_f1(pred, g)
-    table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.squad_v2_table(preds, golds).items()}
-    table["exact_match_ci"] = metrics.summarize([r["em"] for r in rows], n=s.bootstrap, seed=s.seed)
-    table["f1_ci"] = metrics.summarize([r["f1"] for r in rows], n=s.bootstrap, seed=s.seed)
-    return table
+        r["em"] = 0.0 if pred is None else metrics.squad_exact_match(pred, r["gold"])
+        r["f1"] = 0.0 if pred is None else metrics.squad_f1(pred, r["gold"])
+        r["no_answer"] = not any(normalize_answer(a) for a in r["gold"])
+
+    def summary(values: list[float]) -> dict:
+        return metrics.summarize(values, n=s.bootstrap, seed=s.seed)
+
+    parsed = [r for r, pred in zip(rows, preds) if pred is not None]
+    return {
+        "n": len(rows),
+        "n_no_answer": sum(r["no_answer"] for r in rows),
+        "n_has_answer": sum(not r["no_answer"] for r in rows),
+        "parseable": summary([float(pred is not None) for pred in preds]),
+        "exact_match": summary([r["em"] for r in rows]),
+        "exact_match_parseable": summary([r["em"] for r in parsed]),
+        "correct_no_answer": summary([r["em"] for r in rows if r["no_answer"]]),
+        "correct_has_answer": summary([r["em"] for r in rows if not r["no_answer"]]),
+        "f1": summary([r["f1"] for r in rows]),
+    }
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -122,20 +146,41 @@ TASKS: dict[str, EvalTask] = {
     "hotpotqa": EvalTask(
         score=score_hotpot,
         headline=("recall", "containing_accuracy", "em", "f1"),
+        summary={
+            "containing_accuracy": Headline("containing_message"),
+            "recall": Headline("recall_message"),
+            "em": Headline("em"),
+            "f1": Headline("f1"),
+        },
         plots=(
             PlotTable("by_type.csv", "by_type", "type", _BY_GROUP),
             PlotTable("by_retrieve_calls.csv", "by_retrieve_calls", "retrieve_calls", _BY_GROUP),
         ),
     ),
-    "squad_v2": EvalTask(score=score_squad, headline=("exact_match", "f1", "parseable")),
+    "squad_v2": EvalTask(
+        score=score_squad,
+        headline=("exact_match", "f1", "parseable"),
+        # abstention: EM on the questions with no answer, where only declining to answer is right
+        summary={"exact_match": Headline("em"), "f1": Headline("f1"), "abstention": Headline("em", lambda r: r["no_answer"])},
+    ),
 }
 
 
 def plot_rows(table: PlotTable, report: dict) -> tuple[list[str], list[list]]:
-    """(header, rows) of a plot table from a set's report."""
-    header = [table.label, "n", *table.columns]
-    rows = [[g, grp["n"], *(grp[m]["value"] for m in table.columns.values())] for g, grp in report[table.group].items()]
+    """(header, rows) of a plot table from a set's report: the label, n, the first score with its
+    interval, then the other scores."""
+    first, *rest = table.columns
+    header = [table.label, "n", first, "ci95_lo", "ci95_hi", *rest]
+    rows = []
+    for g, grp in report[table.group].items():
+        lead = grp[table.columns[first]]
+        rows.append([g, grp["n"], lead["value"], lead["ci95_lo"], lead["ci95_hi"], *(grp[table.columns[m]]["value"] for m in rest)])
     return header, rows
+
+
+def group_keys(task: EvalTask) -> set[str]:
+    """The report sections only the plot tables show (kept out of the metrics file)."""
+    return {t.group for t in task.plots}
 
 
 # --- predictions ---------------------------------------------------------------------------------
@@ -149,6 +194,11 @@ class Prediction(BaseModel):
     question: str
     gold: list[str]
     final_message: str | None
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """A prediction file's rows with every field (scores included), through the one read path."""
+    return [r.model_dump() for r in read_jsonl(path, Prediction)]
 
 
 def check_predictions(base: Path, finetuned: Path) -> None:

@@ -96,13 +96,17 @@ def judge_source(llm: LLM, base: dict[str, dict], tuned: dict[str, dict], p: Jud
     def score(vals: list[float | None]) -> dict:  # parsed verdicts only
         return metrics.summarize([v for v in vals if v is not None], n=p.bootstrap, seed=p.seed)
 
+    def paired(tuned: list[float | None], base: list[float | None]) -> dict:  # questions with both verdicts parsed
+        both = [(t, b) for t, b in zip(tuned, base) if t is not None and b is not None]
+        return metrics.paired_difference([t for t, _ in both], [b for _, b in both], n=p.bootstrap, seed=p.seed)
+
     def share(outcome: str) -> dict:
         return metrics.summarize([float(o == outcome) for o in outcomes], n=p.bootstrap, seed=p.seed)
 
     unparsable = sum(v is None for v in acc) + sum((x is None) + (y is None) for x, y in prefs)
     return {
         "n": n,
-        "accuracy": {"base": score(acc[:n]), "finetuned": score(acc[n:])},
+        "accuracy": {"base": score(acc[:n]), "finetuned": score(acc[n:]), "difference": paired(acc[n:], acc[:n])},
         "win_rate": {"n": len(outcomes), "finetuned": share("finetuned"), "base": share("base"), "tie": share("tie")},
         "wins": {k: outcomes.count(k) for k in ("finetuned", "base", "tie")},
         "unparsable": {
