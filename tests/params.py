@@ -7,6 +7,7 @@ import copy
 
 import yaml
 
+from qa_forge.cards.run import CardsParams
 from qa_forge.core import profiles
 from qa_forge.data.fetch import FetchParams
 from qa_forge.data.filter import FilterParams
@@ -36,6 +37,7 @@ SECTIONS = {
     "merge": MergeParams,
     "evaluate": EvaluateParams,
     "judge": JudgeParams,
+    "cards": CardsParams,
 }
 
 

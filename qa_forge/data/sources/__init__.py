@@ -2,6 +2,7 @@
 from the hub's column layout, into `Record`s.
 
 A loader module has:
+  DATASET: DatasetInfo             the dataset's name and licence (the cards stage writes it on the cards)
   read_local(path) -> list[dict]   items in the module's flat per-question shape
   read_hub(dataset) -> list[dict]  the same shape from a `datasets.Dataset` with the hub's columns
   to_record(item) -> Record        raises Drop(reason) for items we skip on purpose
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,21 @@ class Drop(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's licence, declared beside its loader: data, read by the cards stage
+    (qa_forge/cards) for the model and dataset cards. `license` is an id of the hub's licence list
+    (https://huggingface.co/docs/hub/repositories-licenses), as the page `checked` states it;
+    `verified` is False when only a secondary page (a mirror) states it, which `note` explains."""
+
+    name: str  # e.g. "SQuAD 2.0"
+    hub: str | None  # the authors' own hub id; None when they publish elsewhere (params may read a mirror)
+    license: str
+    checked: str  # the page the licence was read from
+    verified: bool = True
+    note: str = ""
 
 
 def stable_id(src: str, *parts: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import read_list, stable_id
+from qa_forge.data.sources import DatasetInfo, read_list, stable_id
 
 SRC = "boolq"
+DATASET = DatasetInfo("BoolQ", "google/boolq", "cc-by-sa-3.0", "https://huggingface.co/datasets/google/boolq")
 
 
 def read_local(path: str | Path) -> list[dict]:

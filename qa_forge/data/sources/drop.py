@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import Drop, expect, read_json_items
+from qa_forge.data.sources import DatasetInfo, Drop, expect, read_json_items
 
 SRC = "drop"
+DATASET = DatasetInfo("DROP", "ucinlp/drop", "cc-by-sa-4.0", "https://huggingface.co/datasets/ucinlp/drop")
 
 
 def read_local(path: str | Path) -> list[dict]:

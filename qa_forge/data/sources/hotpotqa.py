@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import Drop, read_list
+from qa_forge.data.sources import DatasetInfo, Drop, read_list
 
 SRC = "hotpotqa"
+DATASET = DatasetInfo("HotpotQA", "hotpotqa/hotpot_qa", "cc-by-sa-4.0", "https://huggingface.co/datasets/hotpotqa/hotpot_qa")
 
 
 def read_local(path: str | Path) -> list[dict]:

@@ -13,9 +13,16 @@ import re
 from pathlib import Path
 
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import Drop, most_similar, read_list
+from qa_forge.data.sources import DatasetInfo, Drop, most_similar, read_list
 
 SRC = "musique"
+DATASET = DatasetInfo(
+    "MuSiQue",
+    None,
+    "cc-by-4.0",
+    "https://github.com/StonyBrookNLP/musique",
+    note="stated in the authors' repository; the hub copy params/gpu.yaml reads (dgslibisey/MuSiQue) declares no licence",
+)
 _PLACEHOLDER = re.compile(r"#(\d+)")
 
 

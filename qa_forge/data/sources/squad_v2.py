@@ -6,9 +6,10 @@ from pathlib import Path
 
 from qa_forge.core.io import UserError
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import expect, read_json_items
+from qa_forge.data.sources import DatasetInfo, expect, read_json_items
 
 SRC = "squad_v2"
+DATASET = DatasetInfo("SQuAD 2.0", "rajpurkar/squad_v2", "cc-by-sa-4.0", "https://huggingface.co/datasets/rajpurkar/squad_v2")
 
 
 def read_local(path: str | Path) -> list[dict]:
