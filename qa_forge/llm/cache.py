@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qa_forge.core.hashing import DigestStore
+from qa_forge.core.paths import cache_path
 from qa_forge.core.store import SqliteStore
 
 SCHEMA_VERSION = 1  # bump to invalidate every key when the key layout changes
@@ -50,7 +51,7 @@ class ResponseCache:
     """Thread-safe; every row committed as it is written (a kill loses nothing written)."""
 
     def __init__(self, cache_dir: str | Path, filename: str = "llm.sqlite"):
-        self.store = SqliteStore(Path(cache_dir) / filename)
+        self.store = SqliteStore(cache_path(cache_dir) / filename)
         self.path = self.store.path
         for sql in _SCHEMA:
             self.store.execute(sql)

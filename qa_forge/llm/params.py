@@ -31,7 +31,7 @@ class LLMParams(BaseModel):
     price_output_per_mtok: NonNegativeFloat
     cost_cap_usd: NonNegativeFloat | None
     retry_failed: bool  # send again requests whose cached completion was empty or cut off
-    cache_dir: str  # outside DVC outputs
+    cache_dir: str  # outside DVC outputs: relative to the cache root (qa_forge.core.paths), or absolute
 
     @model_validator(mode="after")
     def _serve_command_fits(self):

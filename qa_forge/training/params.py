@@ -41,7 +41,7 @@ class TrainParams(BaseModel):
     save_total_limit: int = Field(gt=0)
     max_tokens: int | None = Field(gt=0)  # budget of real (unpadded) tokens; null: none
     resume: Literal["auto", "never"]
-    checkpoint_dir: str
+    checkpoint_dir: str  # relative to the cache root (qa_forge.core.paths), or absolute
     # processes on this machine: > 1 re-launches the stage under `accelerate launch`, one process a
     # GPU (NCCL, DeepSpeed with `deepspeed`) or, on CPU, over gloo
     num_processes: int = Field(gt=0)
