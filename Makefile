@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # dvc runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test check-slow clean vllm-env
+.PHONY: install repro test check-slow clean vllm-env report
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,14 @@ check-slow: install
 	$(BIN)/python bench/eval_parity.py
 	$(BIN)/python -m pytest --check-slow -m check_slow -q -p no:cacheprovider > bench/results/check_slow_tests.txt; \
 	  s=$$?; cat bench/results/check_slow_tests.txt; exit $$s
+
+# The pull-request report (README "Reviewing a run"): the working tree's run against BASE as Markdown,
+# printed, or written to OUT (`make report BASE=main OUT=report.md`; /report.md is git-ignored). BASE
+# left empty: the merge-base with origin/main when that ref exists, else HEAD (qa-forge report's default).
+BASE ?=
+OUT ?=
+report: install
+	$(BIN)/qa-forge report $(if $(BASE),--base $(BASE)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV)

@@ -2,7 +2,8 @@
 
 A stage is a script in the project's `stages/` folder (the current folder's, as `dvc repro` runs
 it): `qa-forge fetch --out data/fetched` runs `stages/fetch.py`, and only the modules that stage
-imports are loaded, which keeps each stage's code deps exact. `ask` (questions over your files) and `profile` (compose params.yaml) are part of the library.
+imports are loaded, which keeps each stage's code deps exact. `ask` (questions over your files) and `profile` (compose params.yaml) are part of the library,
+and so is `report` (this run against a git revision, as Markdown for a pull request).
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ def _served_name():
     return main
 
 
+def _report():
+    from qa_forge.report.cli import main
+
+    return main
+
+
 # commands of the library itself (imported only when called: each stage loads only its own modules)
-LIBRARY_COMMANDS = {"ask": _ask, "profile": _profile, "served-name": _served_name}
+LIBRARY_COMMANDS = {"ask": _ask, "profile": _profile, "served-name": _served_name, "report": _report}
 
 
 def stage_scripts() -> dict[str, Path]:
@@ -45,6 +52,7 @@ def usage(scripts: dict[str, Path]) -> str:
     lines = ["usage: qa-forge COMMAND [ARGS]  (qa-forge COMMAND --help)", "", "  ask            answer questions over your own .txt files"]
     lines.append("  profile        compose params.yaml from params/base.yaml and an overlay (gpu, ...)")
     lines.append("  served-name    the name to serve a model folder under (vllm serve FOLDER --served-model-name NAME)")
+    lines.append("  report         this run vs a git revision as Markdown (qa-forge report --base REV [--out report.md])")
     lines += [f"  {name:14} stage: {path}" for name, path in scripts.items()]
     if not scripts:
         lines.append(f"  (no {STAGES}/ folder here: run stages from the project's root)")

@@ -3,7 +3,6 @@
 all@k per source and k, for `dvc plots`)."""
 
 import csv
-
 from pathlib import Path
 
 import typer

@@ -42,7 +42,9 @@ def main(
     for name, scores in summary.items():
         if name == "judge":
             continue
-        cells = [f"{m} {s['base']['value']} -> {s['finetuned']['value']} ({_signed(s['difference'])})" for m, s in scores.items() if m != "n"]
+        cells = [
+            f"{m} {s['base']['value']} -> {s['finetuned']['value']} ({_signed(s['difference'])})" for m, s in scores.items() if m != "n"
+        ]
         print(f"summary {name} (n {scores['n']}): " + ", ".join(cells))
 
 

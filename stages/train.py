@@ -21,17 +21,19 @@ def main(
     base: Path = typer.Option(Path("models/base")),
     out: Path = typer.Option(Path("models/trained")),
     metrics_dir: Path = typer.Option(Path("metrics/train"), help="dvclive folder: metrics.json + plots/metrics/*.tsv"),
+    timings: Path = typer.Option(Path("metrics/timings/train.json"), help="train seconds, tokens per second (not metrics)"),
 ):
     """Fine-tune the base model on packed rows (full, LoRA or QLoRA); resumable checkpoints."""
     p = load_section(params, "train", TrainParams)
-    check_outputs(folders=[out, metrics_dir])
+    check_outputs(files=[timings], folders=[out, metrics_dir])
     if p.num_processes > 1 and not in_distributed_launch():
         check_environment(p)
         args = ["--params", str(params), "--packed", str(packed), "--base", str(base), "--out", str(out), "--metrics-dir", str(metrics_dir)]
+        args += ["--timings", str(timings)]
         cmd = launch_command(p, args)
         print("train: " + " ".join(cmd))
         raise typer.Exit(subprocess.run(cmd, check=False).returncode)
-    print(f"train: {finetune(p, packed, base, out, metrics_dir)}")
+    print(f"train: {finetune(p, packed, base, out, metrics_dir, timings=timings)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ SHARED = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# each test pipeline caches in its own throwaway repo's .cache, never in a shared cache root (qa_forge/core/paths.py)
+os.environ.pop("QA_FORGE_CACHE", None)
 
 
 @pytest.fixture

@@ -86,4 +86,24 @@ def first_repro(dst: Path) -> FirstRun:
     proc = dvc(repo, "repro", env={"QA_FORGE_AUDIT_DIR": str(audit), "PYTHONPATH": pythonpath})
     assert sorted(ran_stages(proc)) == sorted(stage_names(repo / "dvc.yaml")), proc.stdout
     processes = [json.loads(f.read_text()) for f in sorted(audit.glob("*.json"))]
+    git(repo, "add", "-A")  # the run as a commit (dvc.lock, metrics/): clone_run starts from it
+    git(repo, "commit", "-qm", "first run")
     return FirstRun(repo, yaml.safe_load((repo / "dvc.lock").read_text()), processes)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def clone_run(run: FirstRun, dst: Path) -> Path:
+    """A git clone of the first run's commit with every output checked out from its DVC cache (no
+    stage runs, nothing recomputed): a finished run to push, report on or experiment from, which
+    the DAG tests' later param changes never touch. Its own .cache (LLM responses, embeddings,
+    checkpoints) is a copy of the run's."""
+    git(dst.parent, "clone", "-q", str(run.repo), dst.name)
+    dvc(dst, "cache", "dir", "--local", str(run.repo / ".dvc" / "cache"))
+    dvc(dst, "checkout", "-q")
+    shutil.copytree(run.repo / ".cache", dst / ".cache", ignore=shutil.ignore_patterns("checkpoints"))
+    return dst

@@ -99,7 +99,12 @@ def test_summary_pairs_the_models_question_by_question(tmp_path):
     ]
     assert all(float(r["ci95_lo"]) <= float(r["containing_accuracy"]) <= float(r["ci95_hi"]) for r in by_type)
     calls = read_csv(tmp_path / "plots/by_retrieve_calls.csv")
-    assert [(r["model"], r["retrieve_calls"], r["n"]) for r in calls] == [("base", "1", "5"), ("base", "2", "5"), ("finetuned", "1", "5"), ("finetuned", "2", "5")]
+    assert [(r["model"], r["retrieve_calls"], r["n"]) for r in calls] == [
+        ("base", "1", "5"),
+        ("base", "2", "5"),
+        ("finetuned", "1", "5"),
+        ("finetuned", "2", "5"),
+    ]
     ended = {(r["model"], r["label"]): int(r["count"]) for r in read_csv(tmp_path / "plots/outcomes.csv")}
     assert ended[("base", "hotpotqa answered")] == 9 and ended[("finetuned", "hotpotqa hop_cap")] == 1
     assert ended[("base", "squad_v2 unparsable")] == 0 and len(ended) == 2 * 2 * 4

@@ -72,7 +72,10 @@ def summarize_run(preds: dict[str, dict[str, list[dict]]], folders: dict[str, Pa
 def judge_summary(judged: dict) -> dict:
     if not judged.get("enabled"):
         return {"enabled": False}
-    return {"enabled": True, **{n: {"accuracy": judged[n]["accuracy"], "win_rate": judged[n]["win_rate"]["finetuned"]} for n in TASKS if n in judged}}
+    return {
+        "enabled": True,
+        **{n: {"accuracy": judged[n]["accuracy"], "win_rate": judged[n]["win_rate"]["finetuned"]} for n in TASKS if n in judged},
+    }
 
 
 # --- plot tables: one row per (model, group) -----------------------------------------------------
@@ -83,7 +86,7 @@ def grouped(preds: dict, key: Callable[[dict], str], label: str, score: str, row
     have the group field."""
     header = ["model", label, "n", score, "ci95_lo", "ci95_hi"]
     rows = []
-    for name, by_model in preds.items():
+    for by_model in preds.values():
         if not any(row_key in r for r in by_model["base"]):
             continue
         for model in MODELS:
@@ -120,7 +123,13 @@ def plot_tables(preds: dict, bootstrap: int, seed: int) -> dict[str, tuple[list,
     return {
         "by_type.csv": grouped(hotpot, lambda r: str(r.get("type")), "type", "containing_accuracy", "containing_message", bootstrap, seed),
         "by_retrieve_calls.csv": grouped(
-            hotpot, lambda r: str(r.get("retrieve_calls", 0)), "retrieve_calls", "containing_accuracy", "containing_message", bootstrap, seed
+            hotpot,
+            lambda r: str(r.get("retrieve_calls", 0)),
+            "retrieve_calls",
+            "containing_accuracy",
+            "containing_message",
+            bootstrap,
+            seed,
         ),
         "outcomes.csv": outcomes(preds),
     }

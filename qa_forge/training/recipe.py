@@ -24,6 +24,7 @@ from typing import Any
 
 from qa_forge.core.hashing import DigestStore
 from qa_forge.core.io import UserError, atomic_dir, check_model_folder, model_errors, read_text, write_json
+from qa_forge.core.paths import cache_path
 from qa_forge.core.store import SqliteStore
 from qa_forge.training.checkpoints import complete_checkpoints, prepare_run_dir, run_key
 from qa_forge.training.collate import flattens
@@ -33,7 +34,10 @@ from qa_forge.training.model import load_model
 from qa_forge.training.params import TrainParams
 
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "accelerate", "deepspeed", "bitsandbytes", "flash-attn")
-SUMMARY_METRICS = ("first_loss", "final_loss", "tokens_seen", "tokens_per_second", "global_step", "resumed_from_step", "train_seconds")
+SUMMARY_METRICS = ("first_loss", "final_loss", "tokens_seen", "global_step")
+# how long it took and whether it resumed: written beside the metrics, never into them, so a slower
+# machine or a resumed run never shows as a change in `dvc metrics diff`
+TIMINGS = ("train_seconds", "tokens_per_second", "seconds", "resumed_from_step")
 
 
 @dataclass
@@ -55,12 +59,18 @@ class Run:
     live: Any  # dvclive.Live on the main process, else None
 
 
-def finetune(p: TrainParams, packed: Path, base: Path, out: Path, metrics_dir: Path, callbacks: list | None = None) -> dict:
-    """Train and write `out`; returns the summary also written to `metrics_dir/metrics.json`."""
+def finetune(
+    p: TrainParams, packed: Path, base: Path, out: Path, metrics_dir: Path, callbacks: list | None = None, timings: Path | None = None
+) -> dict:
+    """Train and write `out`; returns the summary also written to `metrics_dir/metrics.json`, less
+    its timings, which go to `timings` (when given)."""
     start = time.time()
     run = setup(p, packed, base, Path(metrics_dir), callbacks or [])
     result = train(run)
-    return save(run, Path(out), result, start)
+    summary = save(run, Path(out), result, start)
+    if timings is not None and run.is_main:
+        write_json(timings, {k: summary[k] for k in TIMINGS})
+    return summary
 
 
 # ---------------------------------------------------------------- setup
@@ -128,7 +138,7 @@ def load_data(packed: Path, base: Path) -> tuple[PackedDataset, PackedDataset | 
 
 def checkpoint_run(p: TrainParams, packed: Path, base: Path) -> tuple[str, Path]:
     """(run key, its checkpoint folder): the same in every process."""
-    root = Path(p.checkpoint_dir)
+    root = cache_path(p.checkpoint_dir)
     store = SqliteStore(root / "digests.sqlite")
     try:
         key = run_key(p, packed, base, DigestStore(store))
