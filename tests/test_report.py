@@ -243,6 +243,12 @@ def test_recall_at_k_per_source():
         plots.Recall("hotpotqa", ["1", "5"], [0.5, 1.0], [0.0, 1.0]),
         plots.Recall("squad_v2", ["1"], [1.0], [1.0]),
     ]
+    wide = plots.rows("k,hotpotqa,squad_v2\n5,1.0,1.0\n1,0.5,\n2,0.875,1.0\n")  # as retrieve writes it
+    assert plots.recall_at_k(wide) == [
+        plots.Recall("hotpotqa", ["1", "2", "5"], [0.5, 0.875, 1.0], None),
+        plots.Recall("squad_v2", ["1", "2", "5"], [None, 1.0, 1.0], None),
+    ]
+    assert plots.recall_at_k([]) == []
 
 
 def test_outcome_counts():
@@ -280,7 +286,7 @@ PLOTS = {
     plots.BY_TYPE: "model,type,n,containing_accuracy,ci95_lo,ci95_hi\nbase,bridge,14,0.1429,0.04,0.4\nfinetuned,bridge,14,0.5,0.27,0.73\n"
     'base,"com""par|ison",6,0.8333,0.44,0.97\nfinetuned,"com""par|ison",6,1.0,0.61,1.0\n',
     plots.BY_RETRIEVE_CALLS: BY_CALLS,
-    plots.RECALL_AT_K: "source,k,recall,all\nhotpotqa,1,0.5,0.0\nhotpotqa,2,0.875,0.75\n",
+    plots.RECALL_AT_K: "k,hotpotqa,squad_v2\n1,0.5,1.0\n2,0.875,1.0\n",
     plots.TRAIN_LOSS: "step\tloss\n1\t1.0\n2\t0.8\n",
     plots.OUTCOMES: "model,eval_set,outcome,count\nbase,hotpotqa,unparsable,19\nfinetuned,hotpotqa,unparsable,0\n",
 }
@@ -305,7 +311,7 @@ def test_report_sections():
     assert re.search(r"squad_v2 · \*\*abstention\*\* .*\[-0.600, -0.200\] \| ▼ fine-tuned worse", md)
     assert re.search(r"hotpotqa · \*\*containing_accuracy\*\* .*≈ includes 0", md)
     blocks = re.findall(r"```mermaid\n.*?```", md, flags=re.DOTALL)
-    assert len(blocks) == 4  # by type, by retrieve calls, loss, recall@k (hotpotqa)
+    assert len(blocks) == 5  # by type, by retrieve calls, loss, recall@k of hotpotqa and of squad_v2
     for b in blocks:
         check_chart(b)
     assert '["bridge", "com\'par|ison"]' in md  # a label's quote replaced, its pipe left alone inside the chart

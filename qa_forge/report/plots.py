@@ -2,8 +2,9 @@
 
 - metrics/plots/by_type.csv, by_retrieve_calls.csv: model,GROUP,n,containing_accuracy,ci95_lo,ci95_hi
   (model "base" or "finetuned"; written by compare);
-- metrics/plots/recall_at_k.csv: source,k,recall,all (written by retrieve);
-- metrics/plots/outcomes.csv: model,eval_set,outcome,count;
+- metrics/plots/recall_at_k.csv: k,SOURCE1,SOURCE2,... (recall@k per source, written by retrieve),
+  or long: source,k,recall,all;
+- metrics/plots/outcomes.csv: model,eval_set,outcome,count (and more columns, unread);
 - dvclive's loss logs, tab-separated step,loss: metrics/train/plots/metrics/{train,eval}/loss.tsv.
 """
 
@@ -116,17 +117,26 @@ class Recall:
     source: str
     ks: list[str]
     recall: list[float | None]
-    all: list[float | None]
+    all: list[float | None] | None  # None: the table has no all@k
 
 
 def recall_at_k(table: list[dict[str, str]]) -> list[Recall]:
-    """Per retrieval source: recall@k (the share of supporting passages in the top k) and all@k (the
-    share of questions with all of them there), k in numeric order."""
+    """Per retrieval source: recall@k (the share of supporting passages in the top k) and, when the
+    table has it, all@k (the share of questions with all of them there), k in numeric order. The
+    table is long (source,k,recall,all) or wide (k,SOURCE1,SOURCE2,...: recall@k per source, one
+    column each, as retrieve writes it for `dvc plots`)."""
+    if not table:
+        return []
+    if "source" not in table[0]:
+        by_k = {r.get("k", ""): r for r in table}
+        ks = natural(list(by_k))
+        return [Recall(src, ks, [num(by_k[k].get(src)) for k in ks], None) for src in table[0] if src != "k"]
     out = []
     for source in distinct(r.get("source", "") for r in table):
         mine = {r.get("k", ""): r for r in table if r.get("source", "") == source}
         ks = natural(list(mine))
-        out.append(Recall(source, ks, [num(mine[k].get("recall")) for k in ks], [num(mine[k].get("all")) for k in ks]))
+        alls = [num(mine[k].get("all")) for k in ks] if "all" in table[0] else None
+        out.append(Recall(source, ks, [num(mine[k].get("recall")) for k in ks], alls))
     return out
 
 

@@ -255,8 +255,11 @@ def plots_section(this: Side) -> str:
     if plots.RECALL_AT_K in this.files:
         for r in plots.recall_at_k(plots.rows(this.files[plots.RECALL_AT_K])):
             if r.ks:
-                series = [Series("bar", "recall@k", [v or 0.0 for v in r.recall]), Series("line", "all@k", [v or 0.0 for v in r.all])]
-                legend = "bars: recall@k, the share of supporting passages in the top k; line: all@k, the share of questions with all of them there"
+                series = [Series("bar", "recall@k", [v or 0.0 for v in r.recall])]
+                legend = "bars: recall@k, the share of supporting passages in the top k"
+                if r.all is not None:
+                    series.append(Series("line", "all@k", [v or 0.0 for v in r.all]))
+                    legend += "; line: all@k, the share of questions with all of them there"
                 body += [
                     f"**Retrieval recall@k, {cell(r.source)}** ({legend})",
                     xychart(f"Retrieval recall@k: {r.source}", r.ks, series, x_title="k", y_title="recall", y_range=(0, 1)),
