@@ -147,7 +147,9 @@ def summary_section(rev: Side, this: Side) -> tuple[str, str]:
         body.append("No score changed." if not changed else f"{changed} of {len(rows)} scores changed, {flagged} flagged as a drop.")
     lines = []
     for r in rows:
-        n_new, n_old = ns.get(r.group), ns_old.get(r.group)
+        # a score's own N where it has one (SQuAD v2 abstention counts only the no-answer questions)
+        n_new = score_n(r.finetuned[1], ns.get(r.group))
+        n_old = score_n(r.finetuned[0], ns_old.get(r.group))
         n = "—" if n_new is None and n_old is None else str(n_new if n_old in (None, n_new) else f"{n_old} → {n_new}")
         b_old, b_new = r.base
         base = interval(b_new) if diff.same(diff._key(b_old), diff._key(b_new)) else f"{interval(b_old)} → {interval(b_new)}"
@@ -181,12 +183,17 @@ def summary_section(rev: Side, this: Side) -> tuple[str, str]:
     return _section("Scores: this run vs REV", notes + body), headline
 
 
+def score_n(score: dict | None, group_n: int | None) -> int | None:
+    n = score.get("n") if isinstance(score, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else group_n
+
+
 def difference_section(this: Side) -> str:
     new, _ = parse(this, SUMMARY, json.loads)
     rows = [
         [
             f"{g.name} · **{metric}**",
-            g.n if g.n is not None else "—",
+            score_n(s.get("difference"), g.n) if score_n(s.get("difference"), g.n) is not None else "—",
             interval(s.get("base")),
             interval(s.get("finetuned")),
             interval(s["difference"]),
