@@ -160,17 +160,18 @@ def _paired_sample(rng, n, p_base, p_tuned, agree):
 
 def test_newcombe_paired_covers_the_true_difference_95_percent_of_the_time():
     """The interval's promise, checked by simulation against the difference it was drawn with:
-    2,000 eval sets of 40 questions whose two models agree on most questions."""
-    rng = np.random.default_rng(0)
+    4,000 eval sets of 40 questions whose two models agree on most questions."""
+    rng = np.random.default_rng(1)
     p_base, p_tuned, agree = 0.35, 0.5, 0.6
-    # P(tuned) and P(base) of each question are the marginals whatever the sharing
+    # P(tuned) and P(base) of each question are the marginals whatever the sharing. Measured: 0.940
+    # here (0.948 at n = 200; 0.951 with independent models), method 10's known slight undercoverage
     hits = 0
-    trials = 2000
+    trials = 4000
     for _ in range(trials):
         tuned, base = _paired_sample(rng, 40, p_base, p_tuned, agree)
         _, lo, hi = M.newcombe_paired(tuned, base)
         hits += lo <= p_tuned - p_base <= hi
-    assert 0.93 <= hits / trials <= 0.98
+    assert 0.925 <= hits / trials <= 0.975
 
 
 def test_paired_difference_keeps_a_width_when_both_models_agree_everywhere():
