@@ -183,7 +183,12 @@ def run_stage(tmp_path: Path, folder: Path, evaluate_params: dict) -> dict[str, 
     """stages/evaluate.py as `dvc repro` runs it, outputs under tmp_path; its outputs (none may be written)."""
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({"evaluate": merge(raw("evaluate"), evaluate_params), "retrieve": raw("retrieve")}))
-    outputs = {"out": tmp_path / "data/eval/finetuned", "metrics_path": tmp_path / "metrics/eval.json", "plots": tmp_path / "metrics/eval"}
+    outputs = {
+        "out": tmp_path / "data/eval/finetuned",
+        "metrics_path": tmp_path / "metrics/eval.json",
+        "plots": tmp_path / "metrics/eval",
+        "timings": tmp_path / "metrics/timings/eval.json",
+    }
     main = runpy.run_path(str(ROOT / "stages/evaluate.py"), run_name="stage")["main"]
     main(model=folder, name="finetuned", params=p, **outputs)
     return outputs
