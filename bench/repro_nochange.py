@@ -102,7 +102,7 @@ def count_hashes(out: Path) -> None:
     out.write_text(json.dumps({"rc": rc, "seconds": seconds, "hashed": hashed, "bytes_read": read[0], "stdout": buf.getvalue()}))
 
 
-def summary(result: dict) -> dict:
+def summary(result: dict, repo: Path) -> dict:
     """Files DVC hashed, split into the repo's files (deps and outputs on disk) and the in-memory
     directory manifests; bytes_read counts every byte any DVC hash read, whatever the path."""
     local = [f for f in result["hashed"] if f["fs"] in ("local", "file")]
@@ -113,7 +113,7 @@ def summary(result: dict) -> dict:
         "manifests_hashed_in_memory": len(memory),
         "manifest_bytes": sum(f["size"] or 0 for f in memory),
         "bytes_read_by_any_hash": result["bytes_read"],
-        "examples": [f["path"] for f in local[:5]],
+        "examples": [os.path.relpath(f["path"], repo) for f in local[:5]],  # relative: a committed result names no machine path
     }
 
 
@@ -202,7 +202,7 @@ def main() -> None:
 
         counted = instrumented(repo)
         assert counted["stages_run"] == [], counted
-        rehashed = summary(counted)
+        rehashed = summary(counted, repo)
         control = None
         if not args.no_control:
             with tempfile.TemporaryDirectory(prefix="dvc-site-cache-") as site:
@@ -211,13 +211,13 @@ def main() -> None:
             control = {
                 "what": "the same instrumented `dvc repro` with an empty state database (DVC_SITE_CACHE_DIR=a new folder)",
                 "in_process_repro_seconds": round(cold["seconds"], 3),
-                **summary(cold),
+                **summary(cold, repo),
             }
         assert (repo / "dvc.lock").read_text() == lock, "dvc.lock changed"
 
         result = {
             "what": "no-change `dvc repro` with every output present (all stages skipped)",
-            "repo": f"a throwaway clone of {src} at {args.rev}, outputs checked out from its DVC cache" if tmp else str(repo),
+            "repo": f"a throwaway clone at {args.rev}, outputs checked out from its DVC cache" if tmp else "the working checkout",
             "rev": rev,
             **outputs_size(repo),
             "repeats": args.repeats,
