@@ -18,6 +18,10 @@ checkpoints, checkpoints in a temp folder, resume never. A time guard stops a ru
 budget. Baseline: the untrained base on the same valid rows (a LoRA wrapper with B = 0 is the base).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/cpu_real_sweep.py [--minutes 7] [--configs a,b,c,d] [--stop-after 16:05]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/cpu_real_sweep.py --configs e --append   # more configurations, same data and baseline
+
+Configurations: a LoRA r=16 lr 2e-4, b full lr 5e-5, c LoRA r=64 lr 3e-4 (all at length 1024), d the
+better of a / b at length 2048, e = c at length 2048 (added after the first sweep).
 
 Writes bench/results/cpu_real_sweep.json after every configuration (a partial sweep is a result).
 """
@@ -62,6 +66,8 @@ CONFIGS = {
     "a": ("LoRA r=16 all linear, lr 2e-4, length 1024", {"mode": "lora", "learning_rate": 2e-4, "lora_r": 16}, 1024),
     "b": ("full fine-tuning, lr 5e-5, length 1024", {"mode": "full", "learning_rate": 5e-5}, 1024),
     "c": ("LoRA r=64 all linear, lr 3e-4, length 1024", {"mode": "lora", "learning_rate": 3e-4, "lora_r": 64}, 1024),
+    # added after the first sweep (c beat the shorter b): c at d's length, so full vs LoRA r=64 is compared at one length and budget
+    "e": ("LoRA r=64 all linear, lr 3e-4, length 2048", {"mode": "lora", "learning_rate": 3e-4, "lora_r": 64}, 2048),
 }
 
 
@@ -288,6 +294,7 @@ def main() -> None:
     ap.add_argument("--valid-per-source", type=int, default=3)
     ap.add_argument("--valid-length", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--append", action="store_true", help="add the configurations to the results file's (same data, baseline kept)")
     args = ap.parse_args()
 
     import torch
@@ -328,16 +335,23 @@ def main() -> None:
         "results": [],
     }
     try:
-        lengths = sorted({1024, 2048, 512} if "d" in names else {1024})
+        lengths = sorted({1024, 2048, 512} if "d" in names else {1024, 2048})
         dirs, data = prepare_data(args, tok, template_from, pack_p, tmp, lengths)
-        result["data"] = data
+        if args.append and OUT.is_file():  # a later run adds configurations to the committed ones
+            earlier = json.loads(OUT.read_text())
+            result = {**earlier, "results": earlier["results"], "appended_args": vars(args)}
+            if earlier["data"]["valid"] != data["valid"]:
+                raise SystemExit("--append: the valid rows differ from the earlier run's: not comparable")
+        result["data"] = {**result.get("data", {}), **data, "packed": {**result.get("data", {}).get("packed", {}), **data["packed"]}}
         print(json.dumps(data, indent=1)[:3000], flush=True)
         write_json(OUT, result)
         base_p = train_params(base_train, {"mode": "lora"}, None, tmp / "ckpt_base")
-        result["baseline"] = baseline_eval(base_p, dirs[1024], tmp)
+        if "baseline" not in result:
+            result["baseline"] = baseline_eval(base_p, dirs[1024], tmp)
         print(f"baseline eval loss {result['baseline']}", flush=True)
         write_json(OUT, result)
-        measured: dict[str, float] = {}
+        # tokens/s per mode, measured by the runs so far (an --append run starts from the earlier ones)
+        measured: dict[str, float] = {r["mode"]: r["tokens_per_second"] for r in result["results"] if r.get("tokens_per_second")}
         budget_s = args.minutes * 60
         for name in names:
             if datetime.now(UTC) >= stop_at:
