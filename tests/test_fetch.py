@@ -135,6 +135,8 @@ def test_unknown_source(tmp_path):
         ({"path": "x.jsonl", "n": -1}, "param 'fetch.train.boolq.n'"),
         ({"path": "x.jsonl", "hub": "google/boolq"}, "exactly one of 'path'"),
         ({"path": "x.jsonl", "size": 3}, "param 'fetch.train.boolq.size': Extra inputs"),
+        ({"path": "x.jsonl", "answers_from": "rule"}, "boolq has no supporting sentences"),
+        ({"path": "x.jsonl", "answers_from": "model"}, "param 'fetch.train.boolq.answers_from'"),
     ],
 )
 def test_bad_param(tmp_path, spec, message):
@@ -165,3 +167,35 @@ def test_hub_offline_error_is_clear(tmp_path):
     pinned = {"hub": "google/boolq", "split": "train", "revision": "35b264d03638db9f4ce671b711558bf7ff0f80d5"}
     proc, out, metrics = run_fetch(tmp_path, {"train": {"boolq": pinned}})
     assert_failed(proc, out, metrics, "hub:google/boolq@35b264d0[train]: cannot load")
+
+
+def test_rule_traces_replace_the_loaders_records(shared):
+    """answers_from: rule turns each item into its rule trace (qa_forge.traces), per source: the
+    rule's drops are counted with the loader's, unanswerable items abstain with the params' answer,
+    and a source without the switch keeps the loader's records without answers."""
+    abstain = "No answer in what was retrieved."
+    spec = shared_params(shared)
+    train = {
+        "hotpotqa": {"path": spec["train"]["hotpotqa"]["path"], "n": None, "answers_from": "rule"},
+        "musique": {"path": spec["train"]["musique"]["path"], "answerable": None, "unanswerable": None, "answers_from": "rule"},
+        "squad_v2": {"path": spec["train"]["squad_v2"]["path"], "answerable": 5, "unanswerable": 5, "answers_from": "rule"},
+        "2wikimultihopqa": {"path": spec["train"]["2wikimultihopqa"]["path"], "n": 10},
+    }
+    p = FetchParams(**{**spec, "unanswerable_answer": abstain, "train": train, "eval": {}})
+    outputs, report = fetch(p)
+    hot = report["train"]["hotpotqa"]
+    # 100 items: 24 dropped by the HotpotQA rule (tests/test_traces.py checks the reasons by hand)
+    assert (hot["read"], hot["kept"], sum(hot["dropped"].values())) == (100, 76, 24)
+    assert report["train"]["musique"]["kept"] == 99
+    by_src: dict[str, list] = {}
+    for r in outputs["train"]:
+        by_src.setdefault(r.src, []).append(r)
+    assert len(by_src["squad_v2"]) == 10 and len(by_src["2wikimultihopqa"]) == 10
+    for r in by_src["hotpotqa"] + by_src["musique"] + by_src["squad_v2"]:
+        assert r.final_answer and r.final_origin.kind == "rule", r.id
+        assert all(sq.answer and sq.answer_origin.kind == "rule" for sq in r.sub_questions), r.id
+        if not r.answerable:
+            assert r.final_answer == abstain, r.id
+    assert sum(not r.answerable for r in by_src["squad_v2"]) == 5
+    assert sum(not r.answerable for r in by_src["musique"]) == 50  # the dropped item is answerable
+    assert all(not r.final_answer and not r.sub_questions[0].answer for r in by_src["2wikimultihopqa"])

@@ -18,14 +18,14 @@ from qa_forge.core.io import UserError
 from qa_forge.core.records import Origin
 from qa_forge.core.textnorm import abstains
 from qa_forge.data.filter import FilterParams, check
-from qa_forge.data.sources import Drop, loader
+from qa_forge.data.sources import Drop, join_sentences, loader
 from qa_forge.traces import ABSTAIN, RULE_SOURCES, compose, compose_all
 from qa_forge.traces import hotpotqa as hp
 from qa_forge.traces import musique as mq
 from qa_forge.traces import squad_v2 as sq2
 from qa_forge.traces import twowiki as tw
 from qa_forge.traces.build import relation_fact, relation_query, safe_query, says
-from qa_forge.traces.text import has, join_sentences, mention, name_of, name_variants, sentence_at, sentences, squeeze
+from qa_forge.traces.text import has, mention, name_of, name_variants, sentence_at, sentences, squeeze
 from tests.conftest import ROOT
 
 FILES = {
@@ -40,7 +40,7 @@ RULE = Origin(kind="rule")
 @cache
 def _items(root: Path, src: str) -> list[dict]:
     path = root / FILES[src]
-    return sq2.read_local(path) if src == "squad_v2" else loader(src).read_local(path)
+    return loader(src).read_local(path)
 
 
 def item(shared: Path, src: str, ident: str) -> dict:

@@ -14,10 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, model_validator
 
+from qa_forge import traces
 from qa_forge.core.hashing import check_revision
 from qa_forge.core.io import UserError
 from qa_forge.core.records import Origin, Record
 from qa_forge.data.sources import SOURCES, Drop, loader
+from qa_forge.traces import RULE_SOURCES
 
 
 class SourceParams(BaseModel):
@@ -34,7 +36,9 @@ class SourceParams(BaseModel):
     n: NonNegativeInt | None = None  # sample this many
     answerable: NonNegativeInt | None = None  # or sample per group (SQuAD, MuSiQue)
     unanswerable: NonNegativeInt | None = None
-    answers_from: Literal["samples"] | None = None  # samples: our complete answers (fetch.answers_path)
+    # samples: our complete answers (fetch.answers_path); rule: traces composed from the source's own
+    # annotations (qa_forge.traces: HotpotQA, 2WikiMultihopQA, MuSiQue, SQuAD v2); null: the generator writes them
+    answers_from: Literal["samples", "rule"] | None = None
 
     @model_validator(mode="after")
     def _one_origin(self):
@@ -64,6 +68,15 @@ class FetchParams(BaseModel):
             for name in getattr(self, role):
                 if name not in SOURCES:
                     raise ValueError(f"unknown source '{name}' in fetch.{role}: choose one of {', '.join(SOURCES)}")
+        for name, spec in self.train.items():
+            if spec.answers_from == "rule" and name not in RULE_SOURCES:
+                raise ValueError(
+                    f"fetch.train.{name}.answers_from: rule: {name} has no supporting sentences to compose a trace from "
+                    f"(rule sources: {', '.join(RULE_SOURCES)}); use samples or null (the generator)"
+                )
+        for name, spec in self.eval.items():
+            if spec.answers_from is not None:
+                raise ValueError(f"fetch.eval.{name}.answers_from: eval records keep only their gold answers; remove the key")
         return self
 
 
@@ -81,13 +94,15 @@ def read_items(name: str, spec: SourceParams) -> tuple[list[dict], str]:
     return mod.read_hub(ds), where
 
 
-def convert(name: str, items: list[dict], where: str) -> tuple[list[Record], Counter]:
-    """Items -> records; Drop is counted, anything else is a format error naming the item."""
+def convert(name: str, items: list[dict], where: str, rule_abstain: str | None = None) -> tuple[list[Record], Counter]:
+    """Items -> records (with `rule_abstain`, the source's rule traces, abstaining with that answer);
+    Drop is counted, anything else is a format error naming the item."""
     mod = loader(name)
+    to_record = mod.to_record if rule_abstain is None else (lambda item: traces.compose(name, item, rule_abstain))
     records, drops = [], Counter()
     for i, item in enumerate(items):
         try:
-            records.append(mod.to_record(item))
+            records.append(to_record(item))
         except Drop as d:
             drops[d.reason] += 1
         except KeyError as e:
@@ -163,7 +178,8 @@ def fetch(p: FetchParams) -> tuple[dict[str, list[Record]], dict]:
             items, where = read_items(name, spec)
             if not items:
                 raise UserError(f"{where}: no items (empty file?)")
-            records, drops = convert(name, items, where)
+            rule = p.unanswerable_answer if spec.answers_from == "rule" else None
+            records, drops = convert(name, items, where, rule)
             chosen = sample(records, spec, rng)
             if spec.answers_from == "samples":
                 answers = answers if answers is not None else load_sample_answers(p.answers_path)

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from qa_forge.core.records import Record
 from qa_forge.core.textnorm import normalize_answer
-from qa_forge.data.sources import Drop
+from qa_forge.data.sources import Drop, join_sentences
 from qa_forge.traces.build import ABOUT, RULE, answered, safe_query
-from qa_forge.traces.text import has, join_sentences, mention, name_variants, remove_phrase, squeeze, tokens
+from qa_forge.traces.text import has, mention, name_variants, remove_phrase, squeeze, tokens
 
 SRC = "hotpotqa"
 # words that carry no attribute in a comparison question ("Are X and Y both film directors?" -> film directors)

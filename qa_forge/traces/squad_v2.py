@@ -1,7 +1,7 @@
 """SQuAD v2 by rule: one hop. Query = the question (when it contains the answer, drop
 `query_contains_answer`: there is no other formulation); paragraph = the context; answer = the
 first gold span. The supporting sentence is the context's sentence that covers the span's
-characters (`answer_starts`, which the loader's items lack today: see `read_local` here); without
+characters (`answer_starts`, from the loader's items); without
 offsets, the one sentence containing the span (several: drop `ambiguous_span`; none: drop
 `answer_not_in_context`). Thought = the fixed template + that sentence. An unanswerable question
 (no gold answers) abstains: the fixed "does not contain" thought and the abstention answer.
@@ -9,27 +9,12 @@ offsets, the one sentence containing the span (several: drop `ambiguous_span`; n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qa_forge.core.records import Record
-from qa_forge.data.sources import Drop, read_json_items
-from qa_forge.data.sources import squad_v2 as loader
+from qa_forge.data.sources import Drop
 from qa_forge.traces.build import RULE, abstaining, answered, safe_query
 from qa_forge.traces.text import has, sentence_at, sentences, squeeze
 
 SRC = "squad_v2"
-
-
-def read_local(path: str | Path) -> list[dict]:
-    """The loader's items plus `answer_starts` (each gold span's character offset), which the
-    loader drops; the wiring session moves this field into the loader (read_local and read_hub)."""
-    items = loader.read_local(path)
-    starts = {}
-    for article in read_json_items(path)["data"]:
-        for para in article.get("paragraphs", []):
-            for q in para.get("qas", []):
-                starts[q["id"]] = [a.get("answer_start") for a in q.get("answers", [])]
-    return [{**it, "answer_starts": starts.get(it["id"], [])} for it in items]
 
 
 def supporting_sentence(context: str, answer: str, start: int | None) -> str:

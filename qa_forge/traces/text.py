@@ -80,14 +80,6 @@ def squeeze(text: str) -> str:
     return " ".join(text.split())
 
 
-def join_sentences(sentences: list[str]) -> str:
-    """A paragraph from its sentences: HotpotQA's carry their leading space, 2Wiki's do not; both read right."""
-    out = ""
-    for s in sentences:
-        out += s if not out or out[-1:].isspace() or s[:1].isspace() else " " + s
-    return out.strip()
-
-
 def _ends_sentence(text: str, dot: int) -> bool:
     """Whether the . at `dot` ends a sentence: not after an initial ("B."), an abbreviation or "U.S."."""
     if text[dot] != ".":

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from qa_forge.core.records import Record
 from qa_forge.core.textnorm import normalize_answer
-from qa_forge.data.sources import Drop
+from qa_forge.data.sources import Drop, join_sentences
 from qa_forge.traces import hotpotqa
 from qa_forge.traces.build import RULE, answered, relation_fact, relation_query, safe_query
-from qa_forge.traces.text import has, join_sentences, name_of, overlap, same, squeeze
+from qa_forge.traces.text import has, name_of, overlap, same, squeeze
 
 SRC = "2wikimultihopqa"
 CHAIN_TYPES = ("compositional", "inference")

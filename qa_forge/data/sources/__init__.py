@@ -136,6 +136,15 @@ def most_similar(query: str, candidates: list[str]) -> int:
     return max(range(len(candidates)), key=lambda i: scores[i])
 
 
+def join_sentences(sentences: list[str]) -> str:
+    """A paragraph from its sentences: HotpotQA's carry their leading space, 2Wiki's do not (a
+    plain join would glue "...in 1937.He was..."); both read right."""
+    out = ""
+    for s in sentences:
+        out += s if not out or out[-1:].isspace() or s[:1].isspace() else " " + s
+    return out.strip()
+
+
 def loader(name: str):
     from qa_forge.data.sources import boolq, drop, hotpotqa, musique, squad_v2, twowiki
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qa_forge.core.records import Record, SubQuestion
-from qa_forge.data.sources import DatasetInfo, Drop, read_list
+from qa_forge.data.sources import DatasetInfo, Drop, join_sentences, read_list
 
 SRC = "hotpotqa"
 DATASET = DatasetInfo("HotpotQA", "hotpotqa/hotpot_qa", "cc-by-sa-4.0", "https://huggingface.co/datasets/hotpotqa/hotpot_qa")
@@ -41,7 +41,7 @@ def to_record(item: dict, src: str = SRC) -> Record:
     context = item.get("context") or []
     if not context:
         raise Drop("no_context")
-    paras = {title: "".join(sents).strip() for title, sents in context}
+    paras = {title: join_sentences(sents) for title, sents in context}
     gold: list[str] = []
     for title, _ in item["supporting_facts"]:
         if title not in gold:

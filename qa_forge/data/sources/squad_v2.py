@@ -30,6 +30,7 @@ def read_local(path: str | Path) -> list[dict]:
                         "context": para["context"],
                         "question": q["question"],
                         "answers": [x["text"] for x in q.get("answers", [])],
+                        "answer_starts": [x.get("answer_start") for x in q.get("answers", [])],  # rule traces: the span's sentence
                         "plausible_answers": [x["text"] for x in q.get("plausible_answers", [])],
                     }
                 )
@@ -44,6 +45,7 @@ def read_hub(ds) -> list[dict]:
             "context": row["context"],
             "question": row["question"],
             "answers": list(row["answers"]["text"]),
+            "answer_starts": list(row["answers"].get("answer_start", [])),
             "plausible_answers": [],
         }
         for row in ds
