@@ -78,7 +78,10 @@ def test_summary_pairs_the_models_question_by_question(tmp_path):
     assert d["value"] == pytest.approx(0.3) and d["n"] == 10 and 0 < d["ci95_lo"] < 0.3 < d["ci95_hi"] <= 1
     # Wilson 3 of 10 for the base: [0.1078, 0.6032]
     assert (h["base"]["ci95_lo"], h["base"]["ci95_hi"]) == (pytest.approx(0.1078, abs=1e-4), pytest.approx(0.6032, abs=1e-4))
-    assert set(s["hotpotqa"]) == {"n", "containing_accuracy", "recall", "em", "f1"}
+    assert set(s["hotpotqa"]) == {"n", "containing_accuracy", "recall", "em", "f1", "retrieve_calls", "coverage"}
+    # calls 1 on q0-q4, 2 on q5-q9: mean 1.5 for both models; no row has coverage fields: n 0
+    assert s["hotpotqa"]["retrieve_calls"]["base"]["value"] == 1.5 and s["hotpotqa"]["retrieve_calls"]["difference"]["value"] == 0
+    assert s["hotpotqa"]["coverage"]["base"]["n"] == 0 and s["hotpotqa"]["coverage"]["difference"]["value"] is None
     # recall is not 0/1: a bootstrap of the paired differences (each +0.5 on q3-q5): mean 0.15
     assert s["hotpotqa"]["recall"]["difference"]["value"] == pytest.approx(0.15)
     sq = s["squad_v2"]
@@ -86,6 +89,10 @@ def test_summary_pairs_the_models_question_by_question(tmp_path):
     # abstention: EM on the two no-answer questions only (base 1 of 2, fine-tuned 2 of 2)
     ab = sq["abstention"]
     assert ab["base"]["value"] == 0.5 and ab["finetuned"]["value"] == 1.0 and ab["difference"]["n"] == 2
+    # has_answer_em: EM on the three questions with an answer (base 2 of 3, fine-tuned 1 of 3)
+    ha = sq["has_answer_em"]
+    assert ha["base"]["value"] == pytest.approx(2 / 3, abs=1e-4) and ha["finetuned"]["value"] == pytest.approx(1 / 3, abs=1e-4)
+    assert ha["difference"]["n"] == 3
     assert s["judge"] == {"enabled": False}
     # every score is plain numbers: nothing `dvc metrics diff` cannot compare
     assert "[" not in (tmp_path / "summary.json").read_text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
@@ -22,7 +22,7 @@ from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
 from qa_forge.eval.tasks import TASKS, Scoring, group_keys, plot_rows, value
 from qa_forge.llm.identity import served_name
 from qa_forge.llm.serving import check_serve_command, serve_log_dir, served
-from qa_forge.retrieval.index import indexer
+from qa_forge.retrieval.index import Index, indexer
 from qa_forge.retrieval.retriever import Retriever, RetrieverParams, Scope
 
 
@@ -137,14 +137,56 @@ def local_engine(p: EvaluateParams, model_dir: str, tok):
     return TransformersEngine(model, tok, p.max_new_tokens, p.batch_size, p.reuse_cache, p.max_length)
 
 
-def conversations(records: list[Record], retriever: Retriever, scope: str, top_k: int) -> list[agent.Conversation]:
+def record_indexes(records: list[Record], retriever: Retriever, scope: str) -> list[Index]:
+    """The index each record's retrieve calls search (scope global: one shared by all)."""
     index_of = indexer(records, retriever, scope)
+    return [index_of(r) for r in records]
 
-    def searcher(r: Record):
-        index = index_of(r)
+
+def conversations(
+    records: list[Record], retriever: Retriever, scope: str, top_k: int, indexes: list[Index] | None = None
+) -> list[agent.Conversation]:
+    """One conversation per record, its retrieve(query) the top-k of the record's index (`indexes`,
+    else built here)."""
+    indexes = record_indexes(records, retriever, scope) if indexes is None else indexes
+
+    def searcher(index: Index):
         return lambda q: [(h.title or None, h.text) for h in index.query(retriever, [q], top_k)[0]]
 
-    return [agent.Conversation(r.id, r.question, searcher(r)) for r in records]
+    return [agent.Conversation(r.id, r.question, searcher(index)) for r, index in zip(records, indexes)]
+
+
+def single_retrievals(records: list[Record], indexes: list[Index], retriever: Retriever, ks: Sequence[int]) -> list[list[str | None]]:
+    """Per record, the titles of one retrieval with its question alone from its index at k = ks[i]
+    (k 0: none), the questions embedded in one batch: what retrieving once, with as many paragraphs
+    as the model's calls got, would have found."""
+    todo = [i for i, k in enumerate(ks) if k > 0]
+    out: list[list[str | None]] = [[] for _ in records]
+    if not todo:
+        return out
+    vecs = retriever.encode_queries([records[i].question for i in todo])
+    for i, vec in zip(todo, vecs):
+        out[i] = [h.title or None for h in indexes[i].search(vec, ks[i])[0]]
+    return out
+
+
+def supporting_titles(r: Record) -> list[str]:
+    return list(r.meta.get("supporting_titles") or [])
+
+
+def covers(gold: Sequence[str], titles: Iterable[str | None]) -> float:
+    """1.0 when every gold title is among `titles`, else 0.0."""
+    return float(set(gold) <= set(titles))
+
+
+def coverage_fields(r: Record, c: agent.Conversation, single: Sequence[str | None]) -> dict:
+    """For a record with supporting titles: them, whether the model's retrieve calls together found
+    them all (`covered`), and whether the one question-only retrieval `single` did (`covered_single`)."""
+    gold = supporting_titles(r)
+    if not gold:
+        return {}
+    found = [t for step in c.steps for t in step.get("retrieved", ())]
+    return {"supporting_titles": gold, "covered": covers(gold, found), "covered_single": covers(gold, single)}
 
 
 def drive(engine, convs: list[agent.Conversation], max_calls: int, desc: str) -> float:
@@ -174,7 +216,9 @@ def final_message(c: agent.Conversation) -> str:
     return c.final.text if c.final else ((c.steps[-1]["reply"] or "") if c.steps else "")
 
 
-def prediction_row(r: Record, c: agent.Conversation) -> dict:
+def prediction_row(r: Record, c: agent.Conversation, single: Sequence[str | None]) -> dict:
+    """A record's prediction row; `single`: the titles of its question-only retrieval at
+    retrieve_calls x top_k (`single_retrievals`), for the coverage fields."""
     return {
         "id": r.id,
         "question": r.question,
@@ -186,6 +230,7 @@ def prediction_row(r: Record, c: agent.Conversation) -> dict:
         "final_message": final_message(c),
         "answer": c.final.answer if c.final else None,
         "short_answer": c.final.short_answer if c.final else None,
+        **coverage_fields(r, c, single),
     }
 
 
@@ -206,9 +251,13 @@ def evaluate(p: EvaluateParams, rp: RetrieverParams, model_dir: str, name: str) 
         retriever = Retriever(rp)
         for set_name, es in p.sets.items():
             records = inputs[set_name]
-            convs = conversations(records, retriever, es.scope, es.top_k)
+            indexes = record_indexes(records, retriever, es.scope)
+            convs = conversations(records, retriever, es.scope, es.top_k, indexes)
             qps = drive(engine, convs, p.max_calls, f"{name} {set_name}")
-            rows = [prediction_row(r, c) for r, c in zip(records, convs)]
+            # one question-only retrieval per record with supporting titles, as many paragraphs as its calls got
+            ks = [c.calls * es.top_k if supporting_titles(r) else 0 for r, c in zip(records, convs)]
+            singles = single_retrievals(records, indexes, retriever, ks)
+            rows = [prediction_row(r, c, single) for r, c, single in zip(records, convs, singles)]
             report[set_name] = TASKS[set_name].score(rows, p.scoring())
             predictions[set_name] = rows
             timings[set_name] = {"questions": len(rows), "questions_per_s": round(qps, 4)}

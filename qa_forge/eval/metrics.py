@@ -184,12 +184,13 @@ def interval(value: float | None, n: int, lo: float | None, hi: float | None, di
     return {"value": r(value), "n": n, "ci95_lo": r(lo), "ci95_hi": r(hi)}
 
 
-def summarize(values: Sequence[float], n: int = 1000, seed: int = 0, digits: int = 4) -> dict[str, Any]:
+def summarize(values: Sequence[float], n: int = 1000, seed: int = 0, digits: int = 4, binary: bool | None = None) -> dict[str, Any]:
     """A score with its N and 95 % interval: Wilson for 0/1 outcomes, else a percentile bootstrap
-    of `n` resamples. Empty: value and interval None."""
+    of `n` resamples. `binary=False`: a bootstrap even when every value is 0 or 1 (a count, whose
+    values can all happen to be). Empty: value and interval None."""
     if len(values) == 0:
         return interval(None, 0, None, None)
-    if is_binary(values):
+    if binary is not False and is_binary(values):
         lo, hi = wilson(sum(values), len(values))
         return interval(float(np.mean(values)), len(values), lo, hi, digits)
     mean, lo, hi = bootstrap_ci(values, n=n, seed=seed)
@@ -217,14 +218,17 @@ def newcombe_paired(after: Sequence[float], before: Sequence[float], z: float = 
     return theta, max(-1.0, theta - delta), min(1.0, theta + eps)
 
 
-def paired_difference(after: Sequence[float], before: Sequence[float], n: int = 1000, seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    after: Sequence[float], before: Sequence[float], n: int = 1000, seed: int = 0, binary: bool | None = None
+) -> dict[str, Any]:
     """after - before, scored on the same questions in the same order, with a paired 95 % interval:
-    Newcombe's for 0/1 outcomes, else a bootstrap of the per-question differences."""
+    Newcombe's for 0/1 outcomes, else (or with `binary=False`) a bootstrap of the per-question
+    differences."""
     if len(after) != len(before):
         raise ValueError(f"paired scores need the same questions: {len(after)} vs {len(before)}")
     if not after:
         return interval(None, 0, None, None)
-    if is_binary(after) and is_binary(before):
+    if binary is not False and is_binary(after) and is_binary(before):
         theta, lo, hi = newcombe_paired(after, before)
         return interval(theta, len(after), lo, hi)
     mean, lo, hi = bootstrap_ci([x - y for x, y in zip(after, before)], n=n, seed=seed)

@@ -38,14 +38,21 @@ def paired_rows(base: list[dict], tuned: list[dict], where: str) -> tuple[list[d
 
 
 def compare_set(name: str, base: list[dict], tuned: list[dict], bootstrap: int, seed: int, where: str) -> dict:
+    """Each main score of the set: both models and the paired difference. A score whose filter
+    keeps no question (a set without chain questions for `coverage`) has n 0 and no value."""
     base, tuned = paired_rows(base, tuned, where)
     out: dict = {"n": len(base)}
     for metric, h in TASKS[name].summary.items():
         b, t = scores(base, h, f"{where} (base)"), scores(tuned, h, f"{where} (finetuned)")
+        if len(b) != len(t):  # e.g. one file from an evaluate that wrote no coverage
+            raise UserError(
+                f"{where}: score '{metric}': the base predictions have it for {len(b)} questions, the fine-tuned for {len(t)}: "
+                "re-run both evaluate stages"
+            )
         out[metric] = {
-            "base": metrics.summarize(b, n=bootstrap, seed=seed),
-            "finetuned": metrics.summarize(t, n=bootstrap, seed=seed),
-            "difference": metrics.paired_difference(t, b, n=bootstrap, seed=seed),
+            "base": metrics.summarize(b, n=bootstrap, seed=seed, binary=h.binary),
+            "finetuned": metrics.summarize(t, n=bootstrap, seed=seed, binary=h.binary),
+            "difference": metrics.paired_difference(t, b, n=bootstrap, seed=seed, binary=h.binary),
         }
     return out
 

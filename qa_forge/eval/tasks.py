@@ -46,6 +46,9 @@ class Headline:
 
     row_key: str
     where: Callable[[dict], bool] | None = None
+    # the interval: None: Wilson when every value is 0/1, else a bootstrap; False: a bootstrap always
+    # (a count such as retrieve_calls, whose values may all happen to be 0 or 1)
+    binary: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class EvalTask:
     headline: tuple[str, ...]  # report keys printed after a run
     summary: dict[str, Headline]  # the scores metrics/summary.json compares, base vs fine-tuned
     plots: tuple[PlotTable, ...] = field(default_factory=tuple)
+    groups: tuple[str, ...] = ()  # per-group report sections kept out of the metrics file (besides the plots' groups)
 
 
 def value(report: dict, key: str):
@@ -61,12 +65,39 @@ def value(report: dict, key: str):
     return v["value"] if isinstance(v, dict) else v
 
 
-# --- HotpotQA -----------------------------------------------------------------------------------
+# --- HotpotQA (and 2WikiMultihopQA, scored the same way) ----------------------------------------
+
+# the question types whose answer needs a chain of paragraphs, each found through the previous one
+# (HotpotQA bridge, 2WikiMultihopQA compositional): where retrieving step by step should pay off
+CHAIN_TYPES = ("bridge", "compositional")
+
+
+def is_chain(row: dict) -> bool:
+    """A multi-hop chain question whose row has its supporting-paragraph coverage."""
+    return row.get("type") in CHAIN_TYPES and "covered" in row
+
+
+def coverage_report(rows: list[dict], s: Scoring) -> dict:
+    """On the chain questions: the share whose supporting paragraphs the model's retrieve calls all
+    found (`covered`), the same for one retrieval with the question alone given as many paragraphs
+    (`covered_single`), and their paired difference (model - single); {"n": 0} without such rows."""
+    chains = [r for r in rows if is_chain(r)]
+    if not chains:
+        return {"n": 0}
+    model, single = [float(r["covered"]) for r in chains], [float(r["covered_single"]) for r in chains]
+    return {
+        "n": len(chains),
+        "model": metrics.summarize(model, n=s.bootstrap, seed=s.seed),
+        "single": metrics.summarize(single, n=s.bootstrap, seed=s.seed),
+        "difference": metrics.paired_difference(model, single, n=s.bootstrap, seed=s.seed),
+    }
 
 
 def score_hotpot(rows: list[dict], s: Scoring) -> dict:
     """The seeds' word recall and containing accuracy (whole message and extracted answer), official
-    EM / F1 on the short-answer line, by question type and by number of retrieve calls."""
+    EM / F1 on the short-answer line, by question type and by number of retrieve calls; the retrieve
+    calls with their interval and the supporting-paragraph coverage of the chain questions
+    (`coverage_report`, from the rows' `covered` / `covered_single` evaluate wrote)."""
     for row in rows:
         gold = row["gold"][0] if row["gold"] else ""
         row.update(metrics.seed_scores(row["final_message"], gold, row["answer"] or ""))
@@ -91,6 +122,8 @@ def score_hotpot(rows: list[dict], s: Scoring) -> dict:
         **{name: summary([r[key] for r in rows]) for name, key in names.items()},
         "multihop_rate": summary([float(c >= 2) for c in calls]),
         "mean_retrieve_calls": round(sum(calls) / max(len(calls), 1), 3),
+        "retrieve_calls": metrics.summarize([float(c) for c in calls], n=s.bootstrap, seed=s.seed, binary=False),
+        "coverage": coverage_report(rows, s),
         "unparsable": sum(r["status"] == "unparsable" for r in rows),
         "hop_cap_stops": sum(r["status"] == "hop_cap" for r in rows),
         "length_stops": sum(r["status"] == "length" for r in rows),
@@ -141,28 +174,43 @@ def score_squad(rows: list[dict], s: Scoring) -> dict:
 # --- the registry -------------------------------------------------------------------------------
 
 _BY_GROUP = {"containing_accuracy": "containing_message", "em": "em", "f1": "f1"}
+_HOTPOT_GROUPS = ("by_type", "by_retrieve_calls")
+_HOTPOT_HEADLINE = ("recall", "containing_accuracy", "em", "f1")
+_HOTPOT_SUMMARY = {
+    "containing_accuracy": Headline("containing_message"),
+    "recall": Headline("recall_message"),
+    "em": Headline("em"),
+    "f1": Headline("f1"),
+    "retrieve_calls": Headline("retrieve_calls", binary=False),
+    # the chain questions whose supporting paragraphs the model's retrieve calls all found
+    "coverage": Headline("covered", is_chain),
+}
 
 TASKS: dict[str, EvalTask] = {
     "hotpotqa": EvalTask(
         score=score_hotpot,
-        headline=("recall", "containing_accuracy", "em", "f1"),
-        summary={
-            "containing_accuracy": Headline("containing_message"),
-            "recall": Headline("recall_message"),
-            "em": Headline("em"),
-            "f1": Headline("f1"),
-        },
+        headline=_HOTPOT_HEADLINE,
+        summary=_HOTPOT_SUMMARY,
         plots=(
             PlotTable("by_type.csv", "by_type", "type", _BY_GROUP),
             PlotTable("by_retrieve_calls.csv", "by_retrieve_calls", "retrieve_calls", _BY_GROUP),
         ),
+        groups=_HOTPOT_GROUPS,
     ),
     "squad_v2": EvalTask(
         score=score_squad,
         headline=("exact_match", "f1", "parseable"),
-        # abstention: EM on the questions with no answer, where only declining to answer is right
-        summary={"exact_match": Headline("em"), "f1": Headline("f1"), "abstention": Headline("em", lambda r: r["no_answer"])},
+        summary={
+            "exact_match": Headline("em"),
+            "f1": Headline("f1"),
+            # abstention: EM on the questions with no answer, where only declining to answer is right
+            "abstention": Headline("em", lambda r: r["no_answer"]),
+            "has_answer_em": Headline("em", lambda r: not r["no_answer"]),
+        },
     ),
+    # types compositional / comparison / inference / bridge_comparison; no plot tables (their file
+    # names would collide with hotpotqa's); its per-group sections stay out of the metrics file, as hotpotqa's
+    "2wikimultihopqa": EvalTask(score=score_hotpot, headline=_HOTPOT_HEADLINE, summary=_HOTPOT_SUMMARY, groups=_HOTPOT_GROUPS),
 }
 
 
@@ -179,8 +227,8 @@ def plot_rows(table: PlotTable, report: dict) -> tuple[list[str], list[list]]:
 
 
 def group_keys(task: EvalTask) -> set[str]:
-    """The report sections only the plot tables show (kept out of the metrics file)."""
-    return {t.group for t in task.plots}
+    """The per-group report sections kept out of the metrics file (the plot tables show some)."""
+    return {t.group for t in task.plots} | set(task.groups)
 
 
 # --- predictions ---------------------------------------------------------------------------------
