@@ -116,6 +116,7 @@ def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int
             engine.trace,
             {"seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time() - cpu, 1)},
         )
+        joined = engine.joined
     (single, trace_s, secs_s), (batched, trace_b, secs_b) = runs["one_at_a_time"], runs["batched_reuse"]
     differences, identical, transcripts = [], 0, 0
     for a, b in zip(single, batched):
@@ -140,6 +141,7 @@ def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int
         ),
         "retrieve_calls": sum(c.calls for c in single),
         "replies": sum(len(c.steps) for c in single),
+        "joined_running_batch": joined,  # batched: conversations that took a freed slot beside cached ones
         # wall clock, and this process's CPU time (steadier on a shared machine)
         "seconds": {"one_at_a_time": secs_s, "batched_reuse": secs_b},
     }

@@ -69,19 +69,26 @@ def advance(conv: Conversation, reply: str, max_calls: int, native_tools: bool =
 
 
 def run(engine, convs: list[Conversation], max_calls: int, progress: Callable[[int], None] | None = None, forced_calls: int = 0) -> None:
-    """Drive every conversation to an end, `engine.batch_size` at a time."""
+    """Drive every conversation to an end, at most `engine.batch_size` at a time. A slot freed by a
+    conversation that ends is refilled with the next one at once (continuous batching), so a batch
+    never waits on its longest conversation with idle rows (measured on the embedded default's
+    predictions, fixed groups of 8 decoded 1.2-4.3x the tokens the conversations needed)."""
     size = max(1, engine.batch_size)
-    for start in range(0, len(convs), size):
-        group = convs[start : start + size]
-        engine.begin(group)
-        while active := [c for c in group if not c.done]:
-            replies = engine.step(active)
-            for conv, reply in zip(active, replies):
-                if reply is None:  # ran past its max_new_tokens or its context limit
-                    conv.steps.append({"reply": None})
-                    conv.status = "length"
-                else:
-                    advance(conv, reply, max_calls, forced_calls=forced_calls)
-        engine.end()
-        if progress:
-            progress(len(group))
+    waiting = list(reversed(convs))  # popped from the end: file order
+    active: list[Conversation] = []
+    engine.begin(convs[:size])
+    while waiting or active:
+        while len(active) < size and waiting:
+            active.append(waiting.pop())  # new conversations join at the end of the batch
+        replies = engine.step(active)
+        for conv, reply in zip(active, replies):
+            if reply is None:  # ran past its max_new_tokens or its context limit
+                conv.steps.append({"reply": None})
+                conv.status = "length"
+            else:
+                advance(conv, reply, max_calls, forced_calls=forced_calls)
+        ended = sum(c.done for c in active)
+        active = [c for c in active if not c.done]
+        if progress and ended:
+            progress(ended)
+    engine.end()

@@ -68,6 +68,28 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def add_empty_rows(cache, n: int) -> bool:
+    """Append `n` all-zero rows to a DynamicCache (every layer a plain DynamicLayer), for conversations
+    that join a running batch; their columns are masked out. False (cache untouched) for any other
+    cache layout (sliding windows, linear attention): the caller re-encodes instead. transformers has
+    batch_select_indices and batch_repeat_interleave, but nothing that adds a new row."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+        return False
+    for layer in layers:
+        layer.keys = cache_rows(layer.keys, n)
+        layer.values = cache_rows(layer.values, n)
+    return True
+
+
+def cache_rows(t, n: int):
+    import torch
+
+    return torch.cat([t, t.new_zeros((n, *t.shape[1:]))])
+
+
 @dataclass
 class _Batch:
     """What the cache holds between steps: row i is convs[i]; `held[i]` its own tokens (the columns of
@@ -124,6 +146,7 @@ class TransformersEngine:
         # trace: qid -> per reply {"tokens": generated ids, "gaps": top-2 logit gap at each} (parity checks)
         self.trace: dict[str, list[dict]] | None = {} if trace else None
         self.state: _Batch | None = None
+        self.joined = 0  # conversations that joined a running batch beside cached ones (parity checks count them)
 
     # -- batch lifecycle --
     def begin(self, convs: list[Conversation]) -> None:
@@ -164,14 +187,27 @@ class TransformersEngine:
         """Input ids, attention mask and cache for this step."""
         torch, st = self.torch, self.state
         where = {id(c): i for i, c in enumerate(st.convs)} if self.reuse_cache and st is not None else {}
-        if not all(id(c) in where for c in convs):
+        cached = 0  # the batch is the cached conversations, then the ones that just joined (agent.run refills at the end)
+        while cached < len(convs) and id(convs[cached]) in where:
+            cached += 1
+        if cached == 0 or any(id(c) in where for c in convs[cached:]):
             ids, mask = self._pad_left(targets)
             return ids, mask, None
-        rows = [where[id(c)] for c in convs]
+        rows = [where[id(c)] for c in convs[:cached]]
         ids, mask, held, cache = st.ids, st.mask.clone(), [st.held[r] for r in rows], st.cache
         if rows != list(range(len(st.convs))):  # conversations that ended leave the batch
             cache.batch_select_indices(torch.tensor(rows))
             ids, mask = ids[rows], mask[rows]
+        if joined := len(convs) - cached:
+            # a conversation that joins gets an empty cache row (masked out, like padding): its whole prompt
+            # is encoded below as its suffix, while the others keep what they hold
+            if not add_empty_rows(cache, joined):
+                ids, mask = self._pad_left(targets)
+                return ids, mask, None
+            ids = torch.cat([ids, ids.new_full((joined, ids.shape[1]), self.pad)])
+            mask = torch.cat([mask, mask.new_zeros((joined, mask.shape[1]))])
+            held = held + [[] for _ in range(joined)]
+            self.joined += joined
         suffixes = []
         for j, (h, t) in enumerate(zip(held, targets)):
             keep = min(common_prefix(h, t), len(t) - 1)  # at least one token to encode: the next logits come from it
