@@ -327,3 +327,15 @@ def test_the_pipeline_writes_cards_that_parse(dag):
     assert data.data.license == "cc-by-sa-4.0" and "**Share-alike.**" in data.text
     summary = json.loads((dag.repo / "metrics/summary.json").read_text())
     assert all(f"### {name}" in model.text for name in summary if name != "judge")
+
+
+def test_the_dataset_card_says_which_answers_came_by_rule(tmp_path):
+    """cpu-real: four sources' answers are rule traces, boolq and drop give no records; the default:
+    every answer from our samples, none by rule."""
+    real = DatasetCard.load(saved(dataset_card(run_of(profile("cpu-real"), kept={"boolq": 0, "drop": 0})), tmp_path / "a.md")).text
+    line = next(ln for ln in real.splitlines() if "composed by rule" in ln)
+    for name in ("HotpotQA", "2WikiMultihopQA", "MuSiQue", "SQuAD 2.0"):
+        assert name in line
+    assert "BoolQ" not in line and "It wrote the complete answers" not in real
+    default = DatasetCard.load(saved(dataset_card(run_of(profile())), tmp_path / "b.md")).text
+    assert "composed by rule" not in default and "Every fetched record's answers came from our samples" in default

@@ -140,13 +140,22 @@ def _generator(run: Run) -> str:
 
 
 def _answers(run: Run) -> str:
-    """Which fetched records' answers the generator wrote: those of sources without samples' answers."""
-    written = [s.info.name for s in run.in_data if s.spec.get("answers_from") != "samples"]
+    """Which fetched records' answers the generator wrote: those of sources with neither our samples'
+    answers nor rule traces (composed from the dataset's own annotations, no model involved)."""
+    ruled = [s.info.name for s in run.in_data if s.spec.get("answers_from") == "rule"]
+    written = [s.info.name for s in run.in_data if s.spec.get("answers_from") not in ("samples", "rule")]
+    by_rule = (
+        f"The answers of the {', '.join(ruled)} records are traces composed by rule (`answers_from: rule`): fixed templates "
+        "around the datasets' own supporting sentences and answers, no model involved. "
+        if ruled
+        else ""
+    )
     if not written:
-        return (
-            "Every fetched record's answers came from our samples (`answers_from: samples`); the generator wrote these records of its own:"
+        return by_rule + (
+            f"Every {'other ' if ruled else ''}fetched record's answers came from our samples (`answers_from: samples`); "
+            "the generator wrote these records of its own:"
         )
-    return (
+    return by_rule + (
         f"It wrote the complete answers (thought, answer, summary) of the {', '.join(written)} records (their "
         "datasets hold short answers or none), and these records of its own:"
     )
