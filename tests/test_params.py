@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 from tests.params import SECTIONS, merge
 
 # every overlay alone, and the combinations the README documents
-PROFILES = [*profiles.profiles(ROOT), "gpu+full"]
+PROFILES = [*profiles.profiles(ROOT), "gpu+full", "cpu-real+hub"]
 TEST_PROFILES = sorted((ROOT / "tests" / "profiles").glob("*.yaml"))
 
 
