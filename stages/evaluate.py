@@ -5,13 +5,14 @@ so a slower machine never shows as a change in `dvc metrics diff`). dvc.yaml run
 (foreach: base, finetuned)."""
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import check_outputs, load_section, write_json, write_jsonl_dir
 from qa_forge.eval.evaluate import EvaluateParams, evaluate, headline, metrics_view, write_plots
-from qa_forge.retrieval.retriever import RetrieverParams
+from qa_forge.retrieval.retriever import TUNED_RETRIEVER, RetrieverParams, effective_retriever
 
 
 def main(
@@ -22,10 +23,12 @@ def main(
     metrics_path: Path = typer.Option(None, "--metrics", help="default metrics/eval_NAME.json"),
     plots: Path = typer.Option(None, help="default metrics/eval_NAME/"),
     timings: Path = typer.Option(None, help="default metrics/timings/eval_NAME.json"),
+    # Annotated: a direct call main(...) (tests) gets the Path default, not typer's OptionInfo
+    tuned_retriever: Annotated[Path, typer.Option(help="train_retriever's folder: its tuned model, if it holds one")] = TUNED_RETRIEVER,
 ):
     """Answer the eval sets with the retrieve loop and score them."""
     p = load_section(params, "evaluate", EvaluateParams)
-    rp = load_section(params, "retrieve", RetrieverParams, keys=RetrieverParams.model_fields)
+    rp = effective_retriever(load_section(params, "retrieve", RetrieverParams, keys=RetrieverParams.model_fields), tuned_retriever)
     out, metrics_path, plots, timings = (
         out or Path("data/eval") / name,
         metrics_path or Path(f"metrics/eval_{name}.json"),

@@ -4,13 +4,14 @@ all@k per source and k, for `dvc plots`)."""
 
 import csv
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from qa_forge.core.cli import PARAMS, run
 from qa_forge.core.io import UserError, atomic_path, check_outputs, load_section, write_json, write_jsonl_dir
 from qa_forge.core.paths import cache_path
-from qa_forge.retrieval.retriever import RetrieveParams
+from qa_forge.retrieval.retriever import TUNED_RETRIEVER, RetrieveParams, effective_retriever
 from qa_forge.retrieval.score import score_files
 
 
@@ -21,9 +22,11 @@ def main(
     metrics: Path = typer.Option(Path("metrics/retrieval.json")),
     limit: int = typer.Option(None, help="score only the first N questions of each eval file"),
     plot: Path = typer.Option(Path("metrics/plots/recall_at_k.csv"), help="recall@k per source and k"),
+    # Annotated: a direct call main(...) (tests) gets the Path default, not typer's OptionInfo
+    tuned_retriever: Annotated[Path, typer.Option(help="train_retriever's folder: its tuned model, if it holds one")] = TUNED_RETRIEVER,
 ):
     """Score the retriever alone: recall@k, all@k and MRR of the supporting paragraphs."""
-    p = load_section(params, "retrieve", RetrieveParams)
+    p = effective_retriever(load_section(params, "retrieve", RetrieveParams), tuned_retriever)
     check_outputs(files=[metrics, plot], folders=[out])
     if not fetched.is_dir():
         raise UserError(f"{fetched}: folder not found (run the fetch stage first)")

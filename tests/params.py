@@ -20,6 +20,7 @@ from qa_forge.llm import LLMParams
 from qa_forge.models.base import BaseModelParams
 from qa_forge.models.merge import MergeParams
 from qa_forge.retrieval.retriever import RetrieveParams, RetrieverParams
+from qa_forge.retrieval.tuning.run import RetrieverTuningParams
 from qa_forge.training.params import TrainParams
 from tests.conftest import ROOT
 
@@ -32,6 +33,7 @@ SECTIONS = {
     "regenerate": RegenerateParams,
     "filter": FilterParams,
     "retrieve": RetrieveParams,
+    "retriever": RetrieverTuningParams,
     "pack": PackParams,
     "train": TrainParams,
     "merge": MergeParams,

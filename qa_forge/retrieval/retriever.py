@@ -251,3 +251,38 @@ def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="passage", disable=not enabled, leave=False)
+
+
+# --- the fine-tuned retriever (train_retriever stage) ---------------------------------------------
+
+TUNED_MARKER = "TUNED.json"  # in a train_retriever folder holding a fine-tuned SentenceTransformer
+UNTUNED_MARKER = "UNTUNED.json"  # the folder's only file when the switch (retriever.finetune) is off
+TUNED_RETRIEVER = Path("models/retriever")  # the stage's folder, which `retrieve` and evaluate read
+
+
+def effective_retriever(rp: RetrieverParams, folder: str | Path | None) -> RetrieverParams:
+    """The retriever `retrieve` and evaluate search with: `rp` with model = `folder` when the
+    train_retriever stage left a fine-tuned model there (retriever.finetune on), else `rp` unchanged
+    (the switch off: the folder holds only UNTUNED.json; or no folder, outside the DAG).
+
+    The prefixes, batch size, normalisation and device stay `rp`'s: the tuned model was trained with
+    them. A local folder's identity is its content digest, so tuned and untuned embeddings never share
+    cache rows. A tuned folder trained from another model than `retrieve.model` (a stale folder run
+    outside DVC) is an error, not a silent mix."""
+    from qa_forge.core.io import finish_swap, read_json
+
+    if folder is None or not finish_swap(folder).exists():
+        return rp
+    folder = Path(folder)
+
+    if (folder / TUNED_MARKER).is_file():
+        base = read_json(folder / TUNED_MARKER).get("base") or {}
+        if (base.get("model"), base.get("revision")) != (rp.model, rp.revision):
+            raise UserError(
+                f"{folder}: tuned from {base.get('model')!r} (revision {base.get('revision')}), but param 'retrieve.model' is "
+                f"{rp.model!r} (revision {rp.revision}): run the train_retriever stage again (dvc repro train_retriever)"
+            )
+        return rp.model_copy(update={"model": str(folder), "revision": None})
+    if (folder / UNTUNED_MARKER).is_file():
+        return rp
+    raise UserError(f"{folder}: neither {TUNED_MARKER} nor {UNTUNED_MARKER}: not a train_retriever output (run dvc repro train_retriever)")

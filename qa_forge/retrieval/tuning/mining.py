@@ -11,7 +11,7 @@ full count when the pool allows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,10 +98,12 @@ def mine_negatives(
     pool: Sequence[Passage],
     retriever: Retriever,
     params: MiningParams,
+    progress: Callable[[Source, int, int], None] | None = None,
 ) -> list[list[Negative]]:
     """Per query (in order), its BM25 negatives then its dense ones. `positives`: query → every
     positive paragraph text of that query; a pool passage with one of those texts is never mined.
-    The pool is deduplicated by paragraph text first (one text, one candidate)."""
+    The pool is deduplicated by paragraph text first (one text, one candidate). `progress(source,
+    done, total)` is called after each query of each source."""
     if not pool:
         return [[] for _ in queries]
     unique: dict[str, Passage] = {}
@@ -122,4 +124,6 @@ def mine_negatives(
             taken = {at[normalize_text(n.text)] for n in out[qi]}  # an earlier source's negatives
             for i, rank in take_window(s, excluded[qi] | taken, window, floor):
                 out[qi].append(Negative(pool[i][0], pool[i][1], source, rank))
+            if progress is not None:
+                progress(source, qi + 1, len(queries))
     return out

@@ -10,31 +10,15 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from qa_forge.retrieval.retriever import RetrieverParams, hub_revision, model_path, passage_text, resolve_device
 from qa_forge.retrieval.tuning.mining import Negative
 from qa_forge.retrieval.tuning.pairs import Pair, positives_by_query
+from qa_forge.retrieval.tuning.params import TuneParams
 from qa_forge.retrieval.tuning.sampler import Keys, row_keys, sampler_factory
-
-
-class TuneParams(BaseModel):
-    """The training run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int
-    epochs: PositiveFloat
-    max_steps: PositiveInt | None  # set: stop after this many steps (overrides epochs)
-    learning_rate: PositiveFloat
-    batch_size: int = Field(ge=2)  # rows per batch: every other row's passages are a row's in-batch negatives
-    warmup_ratio: float = Field(ge=0.0, lt=1.0)
-    negatives: NonNegativeInt  # hard negatives per row (0: in-batch negatives only)
-    scale: PositiveFloat  # MNRL's inverse temperature on the cosine similarities (sentence-transformers: 20)
 
 
 @dataclass(frozen=True)
@@ -117,6 +101,7 @@ def train_retriever(
     params: TuneParams,
     out_dir: str | Path,
     teacher_scores: Sequence[Sequence[float]] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainReport:
     """Fine-tune `retriever`'s model on `rows` and save it to out_dir (a SentenceTransformer folder).
 
@@ -124,6 +109,9 @@ def train_retriever(
     the hop's answer given query and passage), one score per row for [positive, *negatives]. Not
     implemented: it would add a label column and a KL term (sentence-transformers' DistillKLDivLoss
     over the same texts) to the MNRL loss, which needs a combined loss module.
+
+    progress(step, total steps, loss) is called at each logged step, in place of the trainer's own
+    printout (a dict a line).
     """
     if teacher_scores is not None:
         raise NotImplementedError("retriever distillation from teacher scores is not implemented (MNRL only)")
@@ -156,8 +144,24 @@ def train_retriever(
         )
         loss = MultipleNegativesRankingLoss(model, scale=params.scale)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        if progress is not None:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
+            trainer.add_callback(_progress_callback(progress))
         trainer.train()
         losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
         steps = trainer.state.global_step
     model.save(str(out_dir))
     return TrainReport(rows=len(rows), steps=steps, losses=losses)
+
+
+def _progress_callback(progress: Callable[[int, int, float], None]):
+    from transformers.trainer_callback import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                progress(state.global_step, state.max_steps, float(logs["loss"]))
+
+    return StepProgress()
