@@ -80,6 +80,18 @@ def test_fetch_param_reruns_downstream(repo):
     assert ran_stages(proc)[0] == "fetch" and "base_model" not in ran_stages(proc), proc.stdout
 
 
+def test_a_data_change_never_reruns_retrieve_while_the_retriever_is_untuned(repo):
+    """retriever.finetune off: train_retriever re-runs on new training data, but writes the same
+    marker, so retrieve and the base model's evaluation stay as they are."""
+    kept = metrics(repo, "filter")["kept"]
+    set_param(repo, "filter.max_chars.question", 80)
+    proc = dvc(repo, "repro")
+    ran = ran_stages(proc)
+    assert 0 < metrics(repo, "filter")["kept"] < kept, proc.stdout  # the training data did change
+    assert {"filter", "train_retriever", "pack"} <= set(ran), proc.stdout
+    assert "retrieve" not in ran and "evaluate@base" not in ran, proc.stdout
+
+
 def test_train_param_never_reevaluates_the_base(repo):
     set_param(repo, "train.learning_rate", 5.0e-4)
     proc = dvc(repo, "repro")

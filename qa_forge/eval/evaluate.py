@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qa_forge.chat import render
 from qa_forge.core.io import UserError, atomic_path, check_model_folder, model_errors, read_records
+from qa_forge.core.progress import Progress
 from qa_forge.core.records import Record
 from qa_forge.eval import agent
 from qa_forge.eval.engines import OpenAIEngine, TransformersEngine, VLLMEngine
@@ -190,24 +190,17 @@ def coverage_fields(r: Record, c: agent.Conversation, single: Sequence[str | Non
 
 
 def drive(engine, convs: list[agent.Conversation], max_calls: int, desc: str) -> float:
-    """Run the loop with a progress bar; returns questions per second."""
-    columns = [
-        TextColumn(desc),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
+    """Run the loop with progress (a bar on a terminal, plain lines in a log); returns questions per second."""
     start = time.perf_counter()
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(desc, total=len(convs), rate="")
+    bar, done = Progress(desc, len(convs)), 0
 
-        def tick(n: int) -> None:
-            done = bar.tasks[0].completed + n
-            bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - start):.2f} q/s")
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        bar.update(done)
 
-        agent.run(engine, convs, max_calls, progress=tick)
+    agent.run(engine, convs, max_calls, progress=tick)
+    bar.close()
     return len(convs) / max(time.perf_counter() - start, 1e-9)
 
 
