@@ -84,9 +84,9 @@ def test_batched_loop_matches_one_at_a_time(shared, smollm2, one_thread):
     from bench.eval_parity import SETTINGS, dev_records, load, parity
 
     model, tok = load(smollm2)
-    # batches of 3 over 8 questions: conversations that end free their slot for the next question while the
+    # batches of 4 over 8 questions: conversations that end free their slot for the next question while the
     # others go on from their cache (agent.run refills), so parity covers joining a running batch too
-    r = parity(model, tok, dev_records(8, shared / "hotpotqa/dev_277.json"), **{**SETTINGS, "batch": 3})
+    r = parity(model, tok, dev_records(8, shared / "hotpotqa/dev_277.json"), **{**SETTINGS, "batch": 4})
     print(json.dumps(r, indent=2))
     assert r["passed"], r["differences"]
     # the check covers what it claims: turns that reuse the cache, and conversations that reach their own

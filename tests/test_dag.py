@@ -85,10 +85,11 @@ def test_a_data_change_never_reruns_retrieve_while_the_retriever_is_untuned(repo
     marker, so retrieve and the base model's evaluation stay as they are."""
     kept = metrics(repo, "filter")["kept"]
     set_param(repo, "filter.max_chars.question", 80)
-    proc = dvc(repo, "repro")
+    # only what the retriever's consumers need (the training stages run in the next test)
+    proc = dvc(repo, "repro", "retrieve", "evaluate@base")
     ran = ran_stages(proc)
     assert 0 < metrics(repo, "filter")["kept"] < kept, proc.stdout  # the training data did change
-    assert {"filter", "train_retriever", "pack"} <= set(ran), proc.stdout
+    assert {"filter", "train_retriever"} <= set(ran), proc.stdout
     assert "retrieve" not in ran and "evaluate@base" not in ran, proc.stdout
 
 
