@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from qa_forge.chat import render
 
 Search = Callable[[str], list[tuple[str | None, str]]]  # query -> [(title, text)] top-k
+PENDING = "<pending>"  # an engine's reply for a turn it has not finished yet (it goes on at the next step)
 
 
 @dataclass
@@ -82,6 +83,8 @@ def run(engine, convs: list[Conversation], max_calls: int, progress: Callable[[i
             active.append(waiting.pop())  # new conversations join at the end of the batch
         replies = engine.step(active)
         for conv, reply in zip(active, replies):
+            if reply is PENDING:
+                continue
             if reply is None:  # ran past its max_new_tokens or its context limit
                 conv.steps.append({"reply": None})
                 conv.status = "length"

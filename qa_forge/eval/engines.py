@@ -20,7 +20,8 @@ from functools import cache
 from qa_forge.chat import render
 from qa_forge.core.clients import openai_client
 from qa_forge.core.io import UserError
-from qa_forge.eval.agent import Conversation
+from qa_forge.eval.agent import PENDING, Conversation
+from qa_forge.eval.kvcache import add_empty_rows, compact, growing_cache, prefill_rows
 from qa_forge.llm.identity import public_url
 
 
@@ -68,28 +69,6 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def add_empty_rows(cache, n: int) -> bool:
-    """Append `n` all-zero rows to a DynamicCache (every layer a plain DynamicLayer), for conversations
-    that join a running batch; their columns are masked out. False (cache untouched) for any other
-    cache layout (sliding windows, linear attention): the caller re-encodes instead. transformers has
-    batch_select_indices and batch_repeat_interleave, but nothing that adds a new row."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
-        return False
-    for layer in layers:
-        layer.keys = cache_rows(layer.keys, n)
-        layer.values = cache_rows(layer.values, n)
-    return True
-
-
-def cache_rows(t, n: int):
-    import torch
-
-    return torch.cat([t, t.new_zeros((n, *t.shape[1:]))])
-
-
 @dataclass
 class _Batch:
     """What the cache holds between steps: row i is convs[i]; `held[i]` its own tokens (the columns of
@@ -131,6 +110,7 @@ class TransformersEngine:
         max_length: int = 4096,
         fixed_length: bool = False,
         trace: bool = False,
+        chunk_tokens: int | None = None,
     ):
         import torch
 
@@ -147,6 +127,12 @@ class TransformersEngine:
         self.trace: dict[str, list[dict]] | None = {} if trace else None
         self.state: _Batch | None = None
         self.joined = 0  # conversations that joined a running batch beside cached ones (parity checks count them)
+        # chunk_tokens (reused cache only): a step decodes at most this many tokens; a row that has not ended
+        # its turn answers PENDING and goes on at the next step, so a row that ends early frees its slot for a
+        # waiting conversation instead of idling until the batch's longest reply ends
+        self.chunk = chunk_tokens if reuse_cache and chunk_tokens and not fixed_length else None
+        self.partial: dict[int, list[int]] = {}  # id(conv) -> tokens of its unfinished reply
+        self.partial_gaps: dict[int, list[float]] = {}
 
     # -- batch lifecycle --
     def begin(self, convs: list[Conversation]) -> None:
@@ -162,20 +148,30 @@ class TransformersEngine:
         return reply_budget(self.max_new_tokens, self.max_length, prompt_len)
 
     def step(self, convs: list[Conversation]) -> list[str | None]:
-        """The next reply of each conversation; None where it would run past its budget without ending its turn."""
-        targets = [render.render_ids(self.tok, c.messages, add_generation_prompt=True) for c in convs]
-        budgets = [self.budget(len(t)) for t in targets]
+        """The next reply of each conversation; None where it would run past its budget without ending its
+        turn; PENDING (chunk_tokens) where it has not ended its turn yet."""
+        prompts = [render.render_ids(self.tok, c.messages, add_generation_prompt=True) for c in convs]
+        written = [self.partial.get(id(c), []) for c in convs]
+        targets = [p + w for p, w in zip(prompts, written)]  # a continued reply: its tokens so far are input
+        budgets = [self.budget(len(p)) - len(w) for p, w in zip(prompts, written)]
         go = [i for i, b in enumerate(budgets) if b > 0]  # the rest end here ("length") and leave the batch
         replies: list[str | None] = [None] * len(convs)
+        for i in set(range(len(convs))) - set(go):
+            self._forget(convs[i])
         if not go:
             self.state = None
             return replies
         convs, targets, budgets = [convs[i] for i in go], [targets[i] for i in go], [budgets[i] for i in go]
-        ids, mask, cache = self._inputs(convs, targets, max(budgets))
-        texts = self._generate(convs, targets, budgets, ids, mask, cache)
+        now = [min(b, self.chunk) if self.chunk else b for b in budgets]
+        ids, mask, cache = self._inputs(convs, targets, max(now))
+        texts = self._generate(convs, targets, budgets, now, ids, mask, cache)
         for i, text in zip(go, texts):
             replies[i] = text
         return replies
+
+    def _forget(self, conv) -> None:
+        self.partial.pop(id(conv), None)
+        self.partial_gaps.pop(id(conv), None)
 
     def _pad_left(self, rows: list[list[int]]):
         width = max(map(len, rows))
@@ -198,6 +194,7 @@ class TransformersEngine:
         if rows != list(range(len(st.convs))):  # conversations that ended leave the batch
             cache.batch_select_indices(torch.tensor(rows))
             ids, mask = ids[rows], mask[rows]
+        ids, mask = compact(ids, mask, cache)  # drop the columns no row holds any more (kvcache)
         if joined := len(convs) - cached:
             # a conversation that joins gets an empty cache row (masked out, like padding): its whole prompt
             # is encoded below as its suffix, while the others keep what they hold
@@ -221,21 +218,27 @@ class TransformersEngine:
         if self.window is not None and ids.shape[1] + longest_budget > self.window:
             ids, mask = self._pad_left(targets)  # re-encode: the padded cache would outgrow the window
             return ids, mask, None
+        # rows with more than one new token encode them first, alone: in one forward of the whole batch, rows
+        # continuing a reply (one new token) would be padded to the longest tool result
+        prefill_rows(self.model, ids, mask, cache, [len(x) for x in suffixes])
         return ids, mask, cache
 
-    def _generate(self, convs, targets, budgets, ids, mask, cache) -> list[str | None]:
+    def _generate(self, convs, targets, budgets, now, ids, mask, cache) -> list:
+        """Decode up to `now[j]` tokens for row j (its whole remaining `budgets[j]` without chunking)."""
         torch = self.torch
         row_budget, top_two_gap, stopping, processors = _hooks()
         width = ids.shape[1]
         gaps = top_two_gap() if self.trace is not None else None
+        if cache is None:
+            cache = growing_cache(self.model)  # appends in place (kvcache); None: generate's own
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 past_key_values=cache,
-                max_new_tokens=max(budgets),
+                max_new_tokens=max(now),
                 min_new_tokens=self.max_new_tokens if self.fixed_length else None,
-                stopping_criteria=stopping([row_budget(width, torch.tensor(budgets))]),
+                stopping_criteria=stopping([row_budget(width, torch.tensor(now))]),
                 logits_processor=processors([gaps] if gaps is not None else []),
                 do_sample=False,
                 eos_token_id=None if self.fixed_length else self.eot,
@@ -245,18 +248,26 @@ class TransformersEngine:
             )
         new = out.sequences[:, width:].tolist()
         texts, gen_mask, now_held = [], [], []
-        for j, (row, budget) in enumerate(zip(new, budgets)):
-            mine = row[:budget]  # past its budget a row holds padding (which may be the end-of-turn id itself)
+        for j, (row, n_now, budget) in enumerate(zip(new, now, budgets)):
+            conv = convs[j]
+            mine = row[:n_now]  # past its budget a row holds padding (which may be the end-of-turn id itself)
             if self.fixed_length:
                 k = len(mine)
             else:
                 k = mine.index(self.eot) + 1 if self.eot in mine else None
             n = k or len(mine)
-            texts.append(self.tok.decode(mine[:k], skip_special_tokens=True) if k else None)
+            reply = self.partial.get(id(conv), []) + mine[:n]
+            row_gaps = self.partial_gaps.get(id(conv), []) + ([g[j] for g in gaps.gaps[:n]] if gaps is not None else [])
+            if k is None and n < budget:  # chunk_tokens: not ended, budget left
+                texts.append(PENDING)
+                self.partial[id(conv)], self.partial_gaps[id(conv)] = reply, row_gaps
+            else:
+                texts.append(self.tok.decode(reply, skip_special_tokens=True) if k else None)
+                self._forget(conv)
+                if gaps is not None:
+                    self.trace.setdefault(conv.qid, []).append({"tokens": reply, "gaps": row_gaps})
             gen_mask.append([1] * n + [0] * (len(row) - n))
             now_held.append(targets[j] + mine[:n])
-            if gaps is not None:
-                self.trace.setdefault(convs[j].qid, []).append({"tokens": mine[:n], "gaps": [g[j] for g in gaps.gaps[:n]]})
         if self.reuse_cache:
             mask = torch.cat([mask, torch.tensor(gen_mask, dtype=mask.dtype)], 1)
             self.state = _Batch(list(convs), now_held, out.sequences, mask, out.past_key_values)

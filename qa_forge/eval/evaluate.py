@@ -54,6 +54,9 @@ class EvaluateParams(BaseModel):
     tensor_parallel_size: PositiveInt  # vllm: GPUs one copy of the model is split over (more copies: serve it, README)
     batch_size: int = Field(gt=0)
     reuse_cache: bool
+    # transformers with reuse_cache: new tokens per batched step; a reply not ended goes on at the next step,
+    # and a conversation that ended frees its row for a waiting one (null: a step runs to the longest reply)
+    chunk_tokens: PositiveInt | None
     max_new_tokens: int = Field(gt=0)
     max_length: int = Field(gt=0)
     max_calls: int = Field(gt=0)  # retrieve calls allowed per question
@@ -134,7 +137,7 @@ def local_engine(p: EvaluateParams, model_dir: str, tok):
     with model_errors(model_dir):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, p.dtype)).eval()
     tok.padding_side = "left"
-    return TransformersEngine(model, tok, p.max_new_tokens, p.batch_size, p.reuse_cache, p.max_length)
+    return TransformersEngine(model, tok, p.max_new_tokens, p.batch_size, p.reuse_cache, p.max_length, chunk_tokens=p.chunk_tokens)
 
 
 def record_indexes(records: list[Record], retriever: Retriever, scope: str) -> list[Index]:
