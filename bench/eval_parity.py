@@ -38,7 +38,7 @@ DEV = ROOT.parent / "shared/data/hotpotqa/dev_277.json"
 MAX_GAP = 1e-3
 # the loop's settings: replies of up to 96 tokens, two retrieve calls, and a context limit that the
 # longer conversations reach (so per-conversation length limits are part of the check)
-SETTINGS = {"batch": 8, "max_new_tokens": 96, "max_length": 1000, "max_calls": 2}
+SETTINGS = {"batch": 8, "max_new_tokens": 96, "max_length": 1000, "max_calls": 2, "chunk": 24}
 
 
 def demo() -> list[dict]:
@@ -99,13 +99,13 @@ def first_difference(a: list[dict], b: list[dict]) -> dict | None:
     return None
 
 
-def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int, max_calls: int) -> dict:
+def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int, max_calls: int, chunk: int | None = None) -> dict:
     """Both loops on the same questions: per question, the same final answer? the same tokens throughout?
     Where the tokens part, the first difference and the top-2 logit gaps there (in each loop)."""
     runs = {}
     for name, kw in {
         "one_at_a_time": {"batch_size": 1, "reuse_cache": False},
-        "batched_reuse": {"batch_size": batch, "reuse_cache": True},
+        "batched_reuse": {"batch_size": batch, "reuse_cache": True, "chunk_tokens": chunk},
     }.items():
         engine = engines.TransformersEngine(model, tok, max_new_tokens=max_new_tokens, max_length=max_length, trace=True, **kw)
         convs = conversations(records)
@@ -116,7 +116,7 @@ def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int
             engine.trace,
             {"seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time() - cpu, 1)},
         )
-        joined = engine.joined
+        counts = {k: getattr(engine, k) for k in ("joined", "continued", "compacted", "prefilled_apart")}
     (single, trace_s, secs_s), (batched, trace_b, secs_b) = runs["one_at_a_time"], runs["batched_reuse"]
     differences, identical, transcripts = [], 0, 0
     for a, b in zip(single, batched):
@@ -141,7 +141,10 @@ def parity(model, tok, records, batch: int, max_new_tokens: int, max_length: int
         ),
         "retrieve_calls": sum(c.calls for c in single),
         "replies": sum(len(c.steps) for c in single),
-        "joined_running_batch": joined,  # batched: conversations that took a freed slot beside cached ones
+        "joined_running_batch": counts["joined"],  # batched: conversations that took a freed slot beside cached ones
+        "continued_replies": counts["continued"],  # batched: replies not ended within a chunk, gone on at the next step
+        "compactions": counts["compacted"],  # batched: steps that dropped cache columns no row held
+        "prefilled_apart": counts["prefilled_apart"],  # batched: steps whose long suffixes were encoded for their rows only
         # wall clock, and this process's CPU time (steadier on a shared machine)
         "seconds": {"one_at_a_time": secs_s, "batched_reuse": secs_b},
     }
@@ -176,6 +179,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch", type=int, default=SETTINGS["batch"])
+    ap.add_argument("--chunk", type=int, default=SETTINGS["chunk"], help="chunk_tokens of the batched run (0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads: 1 is several times faster than 2 on a busy 2-core machine")
     ap.add_argument("--out", default=str(ROOT / "bench/results/eval_parity.json"))
     a = ap.parse_args()
@@ -185,10 +189,8 @@ def main() -> None:
     path = Path(a.model) if a.model else model_dir()
     model, tok = load(path)
     start = time.perf_counter()
-    settings = {**SETTINGS, "batch": a.batch}
-    result = parity(
-        model, tok, dev_records(a.n), settings["batch"], settings["max_new_tokens"], settings["max_length"], settings["max_calls"]
-    )
+    settings = {**SETTINGS, "batch": a.batch, "chunk": a.chunk or None}
+    result = parity(model, tok, dev_records(a.n), **settings)
     result["seconds"]["total"] = round(time.perf_counter() - start, 1)  # both loops, model loading excluded
     result.update(
         source=str(DEV.relative_to(ROOT.parent)),

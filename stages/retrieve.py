@@ -1,6 +1,7 @@
 """retrieve: embed the eval sets' paragraphs and score the retriever alone (recall@k, all@k, MRR)
 -> data/retrieval/<source>.jsonl, metrics/retrieval.json, metrics/plots/recall_at_k.csv (recall@k and
-all@k per source and k, for `dvc plots`)."""
+all@k per source and k, for `dvc plots`). With retriever.finetune on, metrics/retrieval.json also holds
+train_retriever's untuned vs tuned scores side by side (`tuning`), so `dvc metrics diff` shows both."""
 
 import csv
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from qa_forge.core.cli import PARAMS, run
-from qa_forge.core.io import UserError, atomic_path, check_outputs, load_section, write_json, write_jsonl_dir
+from qa_forge.core.io import UserError, atomic_path, check_outputs, load_section, read_json, write_json, write_jsonl_dir
 from qa_forge.core.paths import cache_path
 from qa_forge.retrieval.retriever import TUNED_RETRIEVER, RetrieveParams, effective_retriever
 from qa_forge.retrieval.score import score_files
@@ -24,6 +25,9 @@ def main(
     plot: Path = typer.Option(Path("metrics/plots/recall_at_k.csv"), help="recall@k per source and k"),
     # Annotated: a direct call main(...) (tests) gets the Path default, not typer's OptionInfo
     tuned_retriever: Annotated[Path, typer.Option(help="train_retriever's folder: its tuned model, if it holds one")] = TUNED_RETRIEVER,
+    tuning: Annotated[Path, typer.Option(help="train_retriever's metrics: untuned vs tuned, copied in when it tuned")] = Path(
+        "metrics/retrieval_tuning.json"
+    ),
 ):
     """Score the retriever alone: recall@k, all@k and MRR of the supporting paragraphs."""
     p = effective_retriever(load_section(params, "retrieve", RetrieveParams), tuned_retriever)
@@ -34,6 +38,7 @@ def main(
     if not files:
         raise UserError(f"{fetched}: no eval_*.jsonl files (run the fetch stage first)")
     report, outputs, embedded = score_files(p, files, limit=limit)
+    report.update(tuning_side_by_side(tuning))
     write_jsonl_dir(out, outputs)
     write_json(metrics, report)
     with atomic_path(plot) as tmp, open(tmp, "w", newline="") as f:
@@ -44,6 +49,15 @@ def main(
         sub = row.get("sub_questions", {})
         print(f"retrieve {p.scope:8} {name:12} n {row['n']:5}  {cols}  sub-questions n {sub.get('n', 0)}")
     print(f"retrieve embedded {embedded} texts with {report['model']} (the rest came from {cache_path(p.cache_dir)})")
+
+
+def tuning_side_by_side(path: Path) -> dict:
+    """{"tuning": MRR@10, NDCG@10, recall@k and all@2 of the untuned and the tuned retriever on the held-out
+    pairs and each eval source} from train_retriever's metrics when it tuned; {} when the switch is off."""
+    m = read_json(path) if path.is_file() else {}
+    if not m.get("finetune"):
+        return {}
+    return {"tuning": {"model": m["model"], "heldout": m["heldout"], "sources": m["sources"]}}
 
 
 def recall_rows(report: dict, ks: list[int]) -> list[list]:

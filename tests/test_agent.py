@@ -84,12 +84,16 @@ def test_batched_loop_matches_one_at_a_time(shared, smollm2, one_thread):
     from bench.eval_parity import SETTINGS, dev_records, load, parity
 
     model, tok = load(smollm2)
-    # batches of 4 over 8 questions: conversations that end free their slot for the next question while the
-    # others go on from their cache (agent.run refills), so parity covers joining a running batch too
+    # batches of 4 over 8 questions, 24 tokens per step: conversations that end free their slot for the next
+    # question while the others go on from their cache (agent.run refills), so parity covers joining a running
+    # batch, replies continued across steps, split prefills and compaction too
     r = parity(model, tok, dev_records(8, shared / "hotpotqa/dev_277.json"), **{**SETTINGS, "batch": 4})
     print(json.dumps(r, indent=2))
     assert r["passed"], r["differences"]
     # the check covers what it claims: turns that reuse the cache, and conversations that reach their own
     # length limit (max_length against their own tokens) while the rest of their batch goes on
     assert r["retrieve_calls"] >= 4 and r["replies"] > 8 and r["joined_running_batch"] >= 1
+    # and the batched engine's shortcuts: replies decoded over several chunks, a conversation joining between
+    # chunks with its prompt encoded for its row alone, and masked cache columns dropped
+    assert r["continued_replies"] >= 1 and r["prefilled_apart"] >= 1 and r["compactions"] >= 1
     assert r["length_by_context"] >= 1 and r["statuses"].get("length", 0) < 8

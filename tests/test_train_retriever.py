@@ -196,3 +196,12 @@ def test_switch_on_trains_a_loadable_model_and_reports_untuned_vs_tuned(tmp_path
     assert effective_retriever(rp, folder).model == str(folder)
     caches = sorted(p.name for p in (tmp_path / "embeddings").glob("*.sqlite"))
     assert len(caches) == 2 and caches[0].split("-")[0] != caches[1].split("-")[0], caches
+
+    # metrics/retrieval.json: the retrieve stage's own scores (of the tuned model) and the two side by side
+    from stages.retrieve import main as retrieve
+
+    retrieval = tmp_path / "metrics/retrieval.json"
+    retrieve(params=params, fetched=fetched, out=tmp_path / "data/retrieval", metrics=retrieval, limit=None,
+             plot=tmp_path / "metrics/recall_at_k.csv", tuned_retriever=folder, tuning=outs["metrics"])  # fmt: skip
+    r = json.loads(retrieval.read_text())
+    assert r["model"] == m["model"]["tuned"] and r["tuning"]["sources"] == m["sources"] and r["tuning"]["heldout"] == m["heldout"]

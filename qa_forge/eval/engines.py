@@ -127,6 +127,7 @@ class TransformersEngine:
         self.trace: dict[str, list[dict]] | None = {} if trace else None
         self.state: _Batch | None = None
         self.joined = 0  # conversations that joined a running batch beside cached ones (parity checks count them)
+        self.continued = self.compacted = self.prefilled_apart = 0  # chunked replies, compactions, split prefills (same)
         # chunk_tokens (reused cache only): a step decodes at most this many tokens; a row that has not ended
         # its turn answers PENDING and goes on at the next step, so a row that ends early frees its slot for a
         # waiting conversation instead of idling until the batch's longest reply ends
@@ -194,7 +195,9 @@ class TransformersEngine:
         if rows != list(range(len(st.convs))):  # conversations that ended leave the batch
             cache.batch_select_indices(torch.tensor(rows))
             ids, mask = ids[rows], mask[rows]
+        width = ids.shape[1]
         ids, mask = compact(ids, mask, cache)  # drop the columns no row holds any more (kvcache)
+        self.compacted += ids.shape[1] < width
         if joined := len(convs) - cached:
             # a conversation that joins gets an empty cache row (masked out, like padding): its whole prompt
             # is encoded below as its suffix, while the others keep what they hold
@@ -220,7 +223,7 @@ class TransformersEngine:
             return ids, mask, None
         # rows with more than one new token encode them first, alone: in one forward of the whole batch, rows
         # continuing a reply (one new token) would be padded to the longest tool result
-        prefill_rows(self.model, ids, mask, cache, [len(x) for x in suffixes])
+        self.prefilled_apart += prefill_rows(self.model, ids, mask, cache, [len(x) for x in suffixes])
         return ids, mask, cache
 
     def _generate(self, convs, targets, budgets, now, ids, mask, cache) -> list:
@@ -260,6 +263,7 @@ class TransformersEngine:
             row_gaps = self.partial_gaps.get(id(conv), []) + ([g[j] for g in gaps.gaps[:n]] if gaps is not None else [])
             if k is None and n < budget:  # chunk_tokens: not ended, budget left
                 texts.append(PENDING)
+                self.continued += 1
                 self.partial[id(conv)], self.partial_gaps[id(conv)] = reply, row_gaps
             else:
                 texts.append(self.tok.decode(reply, skip_special_tokens=True) if k else None)

@@ -22,7 +22,6 @@ ALIGN = 256  # buffer columns are allocated in multiples of this
 @cache
 def _layer_classes():
     """(DynamicLayer, GrowingLayer), built on first use (importing transformers is slow)."""
-    import torch
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -125,22 +124,22 @@ def compact(ids, mask, cache_obj, slack: float = 0.25):
     return torch.cat([new_ids, ids[:, cached:]], 1), torch.cat([new_mask, mask[:, cached:]], 1)
 
 
-def prefill_rows(model, ids, mask, cache_obj, suffix_lengths) -> None:
+def prefill_rows(model, ids, mask, cache_obj, suffix_lengths) -> bool:
     """Encode into the cache, before `generate`, every new column but the last for the rows that have
     more than one new token, the other rows not run: in one forward of the whole batch a row continuing
     its reply (one new token) would be padded to the longest tool result. The others get masked zero
-    columns there; `generate` then feeds each row its last new token. Nothing is done when every row or
-    no row has such tokens (no saving) or the layout is another."""
+    columns there; `generate` then feeds each row its last new token. Nothing is done (False) when every
+    row or no row has such tokens (no saving) or the layout is another."""
     import torch
     from transformers.cache_utils import DynamicCache
 
     layers = _plain_layers(cache_obj)
     if layers is None or not all(layer.is_initialized for layer in layers):
-        return
+        return False
     cached = cache_obj.get_seq_length()
     rows = [j for j, n in enumerate(suffix_lengths) if n > 1]
     if not rows or len(rows) == ids.shape[0] or ids.shape[1] - cached < 3:
-        return
+        return False
     pick = torch.tensor(rows)
     _, growing = _layer_classes()
     sub = DynamicCache()
@@ -153,7 +152,14 @@ def prefill_rows(model, ids, mask, cache_obj, suffix_lengths) -> None:
     sub_mask = mask[pick, :-1]
     positions = (sub_mask.cumsum(-1) - 1).clamp(min=0)[:, cached:]
     with torch.no_grad():
-        model(input_ids=ids[pick, cached:-1], attention_mask=sub_mask, position_ids=positions, past_key_values=sub, use_cache=True, logits_to_keep=1)
+        model(
+            input_ids=ids[pick, cached:-1],
+            attention_mask=sub_mask,
+            position_ids=positions,
+            past_key_values=sub,
+            use_cache=True,
+            logits_to_keep=1,
+        )
     for layer, part in zip(layers, sub.layers):
         for name in ("keys", "values"):
             old, new = getattr(layer, name), getattr(part, name)
@@ -161,3 +167,4 @@ def prefill_rows(model, ids, mask, cache_obj, suffix_lengths) -> None:
             grown[:, :, :cached] = old
             grown[pick, :, cached:] = new[:, :, cached:]
             setattr(layer, name, grown)
+    return True
