@@ -44,7 +44,7 @@ def main(
     if not files:
         raise UserError(f"{fetched}: no eval_*.jsonl files (run the fetch stage first)")
     evals = {name: read_records(path) for name, path in files.items()}  # every file read before a model loads
-    report, speed = finetune_retriever(p, rp, records, evals, out)
+    report, speed = finetune_retriever(p, rp, records, evals, out, source=str(filtered))
     write_json(metrics, report)
     write_json(timings, speed)
     pairs, t = report["pairs"], report["training"]

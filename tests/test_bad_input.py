@@ -35,6 +35,7 @@ OUTPUTS = {
     "regenerate": {"--out": "dir", "--metrics": "file"},
     "filter": {"--out": "dir", "--metrics": "file"},
     "retrieve": {"--out": "dir", "--metrics": "file"},
+    "train-retriever": {"--out": "dir", "--metrics": "file", "--timings": "file"},
     "pack": {"--out": "dir", "--metrics": "file", "--plot": "file"},
     "train": {"--out": "dir", "--metrics-dir": "dir"},
     "merge": {"--out": "dir"},
@@ -47,6 +48,7 @@ SECTIONS = {  # the params sections each stage reads
     "regenerate": ["regenerate", "llm"],
     "filter": ["filter"],
     "retrieve": ["retrieve"],
+    "train-retriever": ["retriever", "retrieve"],
     "pack": ["pack"],
     "train": ["train"],
     "merge": ["merge"],
@@ -339,6 +341,23 @@ def retrieve_corrupt_cache(ctx):
     return retrieve_with(eval_hotpotqa=[record()])(ctx)
 
 
+# train-retriever (the switch on: with it off nothing is read)
+
+
+def tune_with(records: list[str] | None, eval_files: dict[str, list[str]] | None = None):
+    def setup(ctx: Ctx) -> list[str]:
+        kept = ctx.tmp / "kept.jsonl"
+        if records is not None:
+            write(kept, *records)
+        (ctx.tmp / "fetched").mkdir()
+        for name, lines in (eval_files if eval_files is not None else {"eval_hotpotqa": [record()]}).items():
+            write(ctx.tmp / "fetched" / f"{name}.jsonl", *lines)
+        params = ctx.params(retriever={"finetune": True})
+        return ["--filtered", str(kept), "--fetched", str(ctx.tmp / "fetched"), "--params", str(params)]
+
+    return setup
+
+
 def retrieve_no_folder(ctx):
     return ["--fetched", str(ctx.tmp / "fetched"), "--params", str(ctx.params())]
 
@@ -551,6 +570,16 @@ CASES = [
         ("eval_hotpotqa.jsonl:1", "field 'multihop'"),
     ),
     Case("retrieve-corrupt-embedding-cache", "retrieve", retrieve_corrupt_cache, (".sqlite", "delete it")),
+    # train-retriever
+    Case("train-retriever-no-records", "train-retriever", tune_with(None), ("kept.jsonl", "not found")),
+    Case("train-retriever-wrong-field", "train-retriever", tune_with([record(1, multihop="often")]), ("kept.jsonl:1", "field 'multihop'")),
+    Case(
+        "train-retriever-no-pairs",
+        "train-retriever",
+        tune_with([record(1, sub_questions=[])]),
+        ("kept.jsonl", "no (query, paragraph) pairs"),
+    ),
+    Case("train-retriever-no-eval-files", "train-retriever", tune_with([record()], {}), ("fetched", "no eval_*.jsonl")),
     # pack
     Case(
         "pack-bad-jinja-template",

@@ -43,6 +43,14 @@ LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 EXAMPLE_QUESTION = "Which city is the capital of the country where Angkor Wat is located?"
 
 
+def retriever_name(run: Run) -> str:
+    """The retriever the evaluation searched with: `retrieve.model`, or it fine-tuned by train_retriever."""
+    name = f"`{run.params['retrieve'].get('model')}`"
+    if (run.params.get("retriever") or {}).get("finetune"):
+        return f"{name} fine-tuned on this run's training pairs (the train_retriever stage, `metrics/retrieval_tuning.json`)"
+    return name
+
+
 def license_of(run: Run) -> str:
     """The released model's licence: cards.license, else the base model's (unknown when unlisted)."""
     return run.cards.license or run.base.license
@@ -188,7 +196,7 @@ def _evaluation(run: Run) -> str:
         "",
         (
             f"Each question is answered in the retrieve-calling conversation (at most {ev.get('max_calls')} retrieve calls; "
-            f"retriever `{run.params['retrieve'].get('model')}`), by the base model and by this one, on the same questions. "
+            f"retriever {retriever_name(run)}), by the base model and by this one, on the same questions. "
             "Scores with their 95 % intervals in brackets (Wilson for 0/1 outcomes, else a percentile bootstrap; the "
             "difference is paired by question), from `metrics/summary.json`:"
         ),

@@ -34,6 +34,7 @@ PARAMS = (
     "judge.llm.model",
     "retrieve.model",
     "retrieve.revision",
+    "retriever.finetune",
 )
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

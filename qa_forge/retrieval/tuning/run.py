@@ -175,6 +175,7 @@ def finetune_retriever(
     evals: Mapping[str, Sequence[Record]],
     out: str | Path,
     progress: bool = True,
+    source: str = "the filtered records",
 ) -> tuple[dict, dict]:
     """Fine-tune `rp`'s model on `records`' pairs, save it to `out` (with TUNED.json) and score it
     against the untuned model. Returns (the metrics report, timings in seconds)."""
@@ -184,7 +185,7 @@ def finetune_retriever(
     t0 = time.perf_counter()
     pairs = build_pairs(records)
     if not pairs:
-        raise UserError("retriever fine-tuning: the filtered records give no (query, paragraph) pairs (no answerable hop has a paragraph)")
+        raise UserError(f"{source}: no (query, paragraph) pairs to fine-tune the retriever on (no answerable hop has a paragraph)")
     eval_records = [r for recs in evals.values() for r in recs]
     split = split_pairs(pairs, eval_records, params.pairs)
     heldout = Heldout(split.heldout, pairs, records)
