@@ -38,6 +38,9 @@ def main(
     params: Path = typer.Option(ROOT / "params.yaml", help="the cpu-real composed params"),
     finetuned: Path = typer.Option(ROOT / "data/eval/finetuned", help="the cpu-real model's predictions"),
     out: Path = typer.Option(ROOT / "bench/results/cpu_real_vs_default.json"),
+    tuned_retriever: Path = typer.Option(
+        ROOT / "models/retriever", help="train_retriever's folder the cpu-real predictions were made with: both models search alike"
+    ),
 ):
     all_params = yaml.safe_load(params.read_text())
     p = all_params["evaluate"]
@@ -49,7 +52,7 @@ def main(
         subprocess.run(
             [sys.executable, "-m", "qa_forge", "evaluate", "--model", str(default_model), "--name", "default",
              "--params", str(tmp / "params.yaml"), "--out", str(tmp / "pred"), "--metrics", str(tmp / "m.json"),
-             "--plots", str(tmp / "plots"), "--timings", str(tmp / "t.json")],
+             "--plots", str(tmp / "plots"), "--timings", str(tmp / "t.json"), "--tuned-retriever", str(tuned_retriever)],
             cwd=ROOT, check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
@@ -63,6 +66,7 @@ def main(
         "questions": len(default_rows),
         "default_model": {"identity": local_identity(default_model)},  # weights, tokenizer, template, config
         "default_eval_seconds": round(seconds, 1),
+        "retriever": str(tuned_retriever),
         "scores": scores,
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
