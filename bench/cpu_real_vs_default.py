@@ -38,6 +38,7 @@ def main(
     params: Path = typer.Option(ROOT / "params.yaml", help="the cpu-real composed params"),
     finetuned: Path = typer.Option(ROOT / "data/eval/finetuned", help="the cpu-real model's predictions"),
     out: Path = typer.Option(ROOT / "bench/results/cpu_real_vs_default.json"),
+    default_out: Path = typer.Option(ROOT / "data/eval/default", help="the default model's predictions (kept: a re-run only compares)"),
     tuned_retriever: Path = typer.Option(
         ROOT / "models/retriever", help="train_retriever's folder the cpu-real predictions were made with: both models search alike"
     ),
@@ -45,18 +46,20 @@ def main(
     all_params = yaml.safe_load(params.read_text())
     p = all_params["evaluate"]
     all_params["evaluate"]["sets"] = {eval_set: p["sets"][eval_set]}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "params.yaml").write_text(yaml.safe_dump(all_params))
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "qa_forge", "evaluate", "--model", str(default_model), "--name", "default",
-             "--params", str(tmp / "params.yaml"), "--out", str(tmp / "pred"), "--metrics", str(tmp / "m.json"),
-             "--plots", str(tmp / "plots"), "--timings", str(tmp / "t.json"), "--tuned-retriever", str(tuned_retriever)],
-            cwd=ROOT, check=True,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        default_rows = read_predictions(tmp / "pred" / f"{eval_set}.jsonl")
+    if not (default_out / f"{eval_set}.jsonl").is_file():  # answered once: a re-run only compares
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "params.yaml").write_text(yaml.safe_dump(all_params))
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "qa_forge", "evaluate", "--model", str(default_model), "--name", "default",
+                 "--params", str(tmp / "params.yaml"), "--out", str(default_out), "--metrics", str(tmp / "m.json"),
+                 "--plots", str(tmp / "plots"), "--timings", str(tmp / "t.json"), "--tuned-retriever", str(tuned_retriever)],
+                cwd=ROOT, check=True,
+            )  # fmt: skip
+            (default_out / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    seconds = float((default_out / "seconds.txt").read_text())
+    default_rows = read_predictions(default_out / f"{eval_set}.jsonl")
     tuned_rows = read_predictions(finetuned / f"{eval_set}.jsonl")
     compared = compare_set(eval_set, default_rows, tuned_rows, p["bootstrap"], p["seed"], str(finetuned / f"{eval_set}.jsonl"))
     rename = {"base": "default_finetuned", "finetuned": "cpu_real_finetuned", "difference": "cpu_real_minus_default"}
