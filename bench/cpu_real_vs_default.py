@@ -60,7 +60,9 @@ def main(
             (default_out / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     seconds = float((default_out / "seconds.txt").read_text())
     default_rows = read_predictions(default_out / f"{eval_set}.jsonl")
-    tuned_rows = read_predictions(finetuned / f"{eval_set}.jsonl")
+    # the same questions, paired: the default may have answered the first n only (evaluate.sets.<set>.n in --params)
+    answered = {r["id"] for r in default_rows}
+    tuned_rows = [r for r in read_predictions(finetuned / f"{eval_set}.jsonl") if r["id"] in answered]
     compared = compare_set(eval_set, default_rows, tuned_rows, p["bootstrap"], p["seed"], str(finetuned / f"{eval_set}.jsonl"))
     rename = {"base": "default_finetuned", "finetuned": "cpu_real_finetuned", "difference": "cpu_real_minus_default"}
     scores = {k: ({rename[m]: v for m, v in s.items()} if isinstance(s, dict) else s) for k, s in compared.items()}
