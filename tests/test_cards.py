@@ -342,8 +342,8 @@ def test_the_dataset_card_says_which_answers_came_by_rule(tmp_path):
 
 
 def test_the_model_card_names_the_retriever_the_evaluation_used(tmp_path):
-    """cpu-real fine-tunes the retriever (retriever.finetune), the default does not."""
-    real = ModelCard.load(saved(model_card(run_of(profile("cpu-real"), kept={"boolq": 0, "drop": 0})), tmp_path / "a.md")).text
+    """The gpu profile fine-tunes the retriever (retriever.finetune), the default does not."""
+    real = ModelCard.load(saved(model_card(run_of(profile("gpu"))), tmp_path / "a.md")).text
     assert "fine-tuned on this run's training pairs (the train_retriever stage" in real
     default = ModelCard.load(saved(model_card(run_of(profile())), tmp_path / "b.md")).text
     assert "train_retriever" not in default and "retriever `" in default
