@@ -10,7 +10,7 @@ import pytest
 
 from qa_forge.core.records import Record, SubQuestion
 from qa_forge.retrieval import metrics as M
-from qa_forge.retrieval.retriever import Retriever, passage_text
+from qa_forge.retrieval.retriever import Retriever, model_path, passage_text
 from qa_forge.retrieval.tuning.mining import MiningParams, Negative, WindowParams, mine_negatives
 from qa_forge.retrieval.tuning.pairs import Pair, PairsParams, build_pairs, split_pairs
 from qa_forge.retrieval.tuning.sampler import conflict_free_batches, sampler_factory
@@ -309,7 +309,9 @@ def test_tiny_training_run_separates_positives_from_negatives(tmp_path, one_thre
         return lambda dataset, **kw: used.append(make(dataset, **kw)) or used[-1]
 
     monkeypatch.setattr(train_module, "sampler_factory", spy_factory)
-    params = TuneParams(seed=0, epochs=1, max_steps=4, learning_rate=1e-4, batch_size=4, warmup_ratio=0.0, negatives=1, scale=20.0)
+    params = TuneParams(
+        seed=0, epochs=1, max_steps=4, learning_rate=1e-4, batch_size=4, warmup_ratio=0.0, negatives=1, scale=20.0, max_seq_length=None
+    )
     report = train_retriever(rows, retriever_params(), params, tmp_path / "tuned")
     after = margins(str(tmp_path / "tuned"), rows, cache)
     print(f"margin before {before:.4f} after {after:.4f}, losses {report.losses}")
@@ -317,3 +319,39 @@ def test_tiny_training_run_separates_positives_from_negatives(tmp_path, one_thre
     assert used and all(assert_clean(list(s), rows) is None for s in used)
     # measured: margin 0.068 -> 0.418 (loss 0.48 -> 0.004 over the 4 steps)
     assert after > before + 0.15, (before, after)
+
+
+def test_one_negative_a_row_takes_turns_between_bm25_and_dense():
+    pairs = [Pair(f"q{i}", f"positive {i}", f"P{i}", f"r{i}", "hop") for i in range(4)]
+    mined = {f"q{i}": [Negative("B", f"bm25 {i}", "bm25", 1), Negative("D", f"dense {i}", "dense", 1)] for i in range(4)}
+    rows, _ = training_rows(pairs, mined, k=1)
+    assert [r.negatives[0][1] for r in rows] == ["bm25 0", "dense 1", "bm25 2", "dense 3"]
+    # two a row: both kinds in every row, whichever comes first
+    rows, _ = training_rows(pairs, mined, k=2)
+    assert all({x for _, x in r.negatives} == {f"bm25 {i}", f"dense {i}"} for i, r in enumerate(rows))
+
+
+def test_max_seq_length_cuts_training_texts_and_the_saved_model_keeps_its_own(tmp_path, one_thread, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    long_text = " ".join(f"word{i}" for i in range(200))  # far past 24 tokens
+    rows = [
+        Row(f"question {i}?", (f"T{i}", f"{long_text} {i}"), ((f"N{i}", f"other {long_text} {i}"),), (f"{long_text} {i}",))
+        for i in range(4)
+    ]
+    widths: list[int] = []
+    preprocess = SentenceTransformer.preprocess
+
+    def spy(self, inputs, *args, **kwargs):
+        out = preprocess(self, inputs, *args, **kwargs)
+        widths.append(int(out["input_ids"].shape[1]))
+        return out
+
+    monkeypatch.setattr(SentenceTransformer, "preprocess", spy)
+    params = TuneParams(
+        seed=0, epochs=1, max_steps=1, learning_rate=1e-5, batch_size=4, warmup_ratio=0.0, negatives=1, scale=20.0, max_seq_length=24
+    )
+    train_retriever(rows, retriever_params(), params, tmp_path / "tuned")
+    assert widths and max(widths) == 24  # the passages were cut: the queries are shorter
+    saved = SentenceTransformer(str(tmp_path / "tuned"), device="cpu")
+    assert saved.max_seq_length == SentenceTransformer(model_path("minilm"), device="cpu").max_seq_length == 256

@@ -19,3 +19,7 @@ class TuneParams(BaseModel):
     warmup_ratio: float = Field(ge=0.0, lt=1.0)
     negatives: NonNegativeInt  # hard negatives per row (0: in-batch negatives only)
     scale: PositiveFloat  # MNRL's inverse temperature on the cosine similarities (sentence-transformers: 20)
+    # tokens a text is cut to while training (null: the model's own, 256 for MiniLM); the saved model keeps its
+    # own length for retrieval. A batch is padded to its longest text, so one long paragraph among 96 makes
+    # the whole step 256 wide: training cost is about linear in this
+    max_seq_length: PositiveInt | None

@@ -36,24 +36,29 @@ class TrainReport:
     losses: list[float]  # the training loss at each logged step
 
 
-def interleave(negatives: Sequence[Negative]) -> list[Negative]:
+def interleave(negatives: Sequence[Negative], start: int = 0) -> list[Negative]:
     """BM25 and dense negatives alternated (best of each first), so a row with fewer columns than
-    mined negatives still gets both kinds."""
+    mined negatives still gets both kinds; `start` rotates which source comes first (rows take
+    turns, so with one negative a row, half the rows get BM25's and half the dense one's)."""
     by_source: dict[str, list[Negative]] = {}
     for n in negatives:
         by_source.setdefault(n.source, []).append(n)
-    mixed = itertools.zip_longest(*by_source.values())
+    groups = list(by_source.values())
+    if groups:
+        start %= len(groups)
+        groups = groups[start:] + groups[:start]
+    mixed = itertools.zip_longest(*groups)
     return [n for group in mixed for n in group if n is not None]
 
 
 def training_rows(pairs: Sequence[Pair], negatives: Mapping[str, Sequence[Negative]], k: int) -> tuple[list[Row], int]:
     """One row per pair with exactly k negatives (the dataset's columns must be the same for every
-    row): a query's mined negatives, interleaved, cycled when it has fewer than k. A pair whose query
-    has none is dropped when k > 0 (counted)."""
+    row): a query's mined negatives, interleaved (the i-th pair's starting with the (i mod sources)-th
+    source), cycled when it has fewer than k. A pair whose query has none is dropped when k > 0 (counted)."""
     positives = {q: tuple(p.paragraph for p in ps) for q, ps in positives_by_query(pairs).items()}
     rows, dropped = [], 0
-    for p in pairs:
-        mined = [(n.title, n.text) for n in interleave(negatives.get(p.query, ()))]
+    for i, p in enumerate(pairs):
+        mined = [(n.title, n.text) for n in interleave(negatives.get(p.query, ()), start=i)]
         if k and not mined:
             dropped += 1
             continue
@@ -123,6 +128,9 @@ def train_retriever(
 
     set_seed(params.seed)  # the model's dropout and anything seeded before the trainer's own seeding
     model = load_for_training(retriever)
+    own_length = model.max_seq_length
+    if params.max_seq_length:
+        model.max_seq_length = min(params.max_seq_length, own_length)
     dataset = rows_dataset(rows, retriever)
     with tempfile.TemporaryDirectory(prefix="retriever-train-") as scratch:
         args = SentenceTransformerTrainingArguments(
@@ -152,6 +160,7 @@ def train_retriever(
         trainer.train()
         losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
         steps = trainer.state.global_step
+    model.max_seq_length = own_length  # retrieval reads the whole text the untuned model would
     model.save(str(out_dir))
     return TrainReport(rows=len(rows), steps=steps, losses=losses)
 
