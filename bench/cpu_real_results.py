@@ -6,6 +6,13 @@ fine-tuned cpu-real model against the embedded default's fine-tuned model. Issue
 checked against the figures, never the other way round.
 
     .venv/bin/python bench/cpu_real_results.py --run /path/to/checkout --wall-seconds 5012
+
+A run whose base model was not evaluated (evaluate@base skipped for time) takes the base model's
+figures from an earlier results file of the same profile (`--base-from`, e.g. cpu_real_partial.json:
+the same base weights and questions, greedy decoding, so the same answers). A paired difference
+needs both models' per-question scores; it is given only where the earlier base score is 0 on the
+whole set (a sum of non-negative scores that is 0 makes every question's 0, so the pairing is
+known exactly), and left out elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import json
 from pathlib import Path
 
 import typer
+
+from qa_forge.eval import metrics
+from qa_forge.eval.tasks import TASKS, read_predictions
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = ("hotpotqa", "2wikimultihopqa", "squad_v2")
@@ -54,6 +64,8 @@ def stage_seconds(run: Path) -> dict:
     if (timings / "train_retriever.json").is_file():
         out["train_retriever"] = read(timings / "train_retriever.json")["total_s"]
     for model in ("base", "finetuned"):
+        if not (timings / f"eval_{model}.json").is_file():
+            continue
         t = read(timings / f"eval_{model}.json")
         out[f"evaluate@{model}"] = round(sum(s["questions"] / s["questions_per_s"] for s in t.values()), 1)
     return out
@@ -100,14 +112,60 @@ def targets(summary: dict, versus: dict | None) -> list[dict]:
     return rows
 
 
+# an earlier results file's base figures (cpu_real_partial.json's eval_base) under the summary's names
+EARLIER_NAMES = {
+    "squad_v2": {"exact_match": "exact_match", "f1": "f1", "correct_no_answer": "abstention", "correct_has_answer": "has_answer_em"}
+}
+
+
+def summary_with_earlier_base(run: Path, earlier: dict, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """metrics/summary.json's shape for a run with no base evaluation: the fine-tuned scores from its
+    predictions, the base's from `earlier` (eval_base of an earlier run), the paired difference only
+    where the earlier base score is 0 on every question."""
+    out: dict = {}
+    for name, base_set in earlier["eval_base"].items():
+        path = run / f"data/eval/finetuned/{name}.jsonl"
+        if not path.is_file():
+            continue
+        rows = read_predictions(path)
+        names = EARLIER_NAMES.get(name, {k: k for k in base_set})
+        out[name] = {"n": len(rows)}
+        for old, metric in names.items():
+            if metric not in TASKS[name].summary or not isinstance(base_set.get(old), dict) or metric == "coverage":
+                continue
+            h = TASKS[name].summary[metric]
+            tuned = [float(r[h.row_key]) for r in rows if h.where is None or h.where(r)]
+            base = base_set[old]
+            zero = base["value"] == 0 and base["n"] == len(tuned)
+            out[name][metric] = {
+                "base": {**base, "source": "earlier run"},
+                "finetuned": metrics.summarize(tuned, n=bootstrap, seed=seed, binary=h.binary),
+                "difference": metrics.paired_difference(tuned, [0.0] * len(tuned), n=bootstrap, seed=seed, binary=h.binary)
+                if zero
+                else None,
+            }
+    return out
+
+
 def main(
     run: Path = typer.Option(ROOT, help="a checkout where the cpu-real profile ran"),
     wall_seconds: float = typer.Option(None, help="the measured wall time of the whole profile (one dvc repro), seconds"),
     out: Path = typer.Option(ROOT / "bench/results/cpu_real"),
+    base_from: Path = typer.Option(None, help="an earlier results file with the base model's figures (the run has no evaluate@base)"),
 ):
-    summary = read(run / "metrics/summary.json")
-    evals = {m: read(run / f"metrics/eval_{m}.json") for m in ("base", "finetuned")}
-    summary["_coverage"] = {s: {m: evals[m][s]["coverage"] for m in evals} for s in ("hotpotqa", "2wikimultihopqa") if s in evals["base"]}
+    evals = {m: read(run / f"metrics/eval_{m}.json") for m in ("base", "finetuned") if (run / f"metrics/eval_{m}.json").is_file()}
+    if "base" in evals:
+        summary = read(run / "metrics/summary.json")
+    else:
+        if base_from is None:
+            raise typer.BadParameter("the run has no base evaluation (metrics/eval_base.json): give --base-from")
+        earlier = read(base_from)
+        summary = summary_with_earlier_base(run, earlier)
+        evals["base"] = earlier["eval_base"]
+        summary["_base_source"] = f"{base_from.name}: {earlier.get('commit_of_run', '')}".strip()
+    summary["_coverage"] = {
+        s: {m: evals[m][s]["coverage"] for m in ("base", "finetuned")} for s in ("hotpotqa", "2wikimultihopqa") if s in evals["finetuned"]
+    }
     versus_path = out.parent / "cpu_real_vs_default.json"
     versus = read(versus_path) if versus_path.is_file() else None
     result = {
@@ -126,9 +184,9 @@ def main(
             m: {
                 s: {k: evals[m][s].get(k) for k in ("unparsable", "hop_cap_stops", "length_stops", "mean_retrieve_calls")}
                 for s in SETS
-                if s in evals[m]
+                if s in evals[m] and s in evals["finetuned"]
             }
-            for m in evals
+            for m in ("base", "finetuned")
         },
         "versus_default": versus,
     }
@@ -164,6 +222,12 @@ def markdown(r: dict) -> str:
         "| set | score | base | fine-tuned | difference (paired) |",
         "|---|---|---|---|---|",
     ]
+    if s.get("_base_source"):
+        note = (
+            f"The base model was not evaluated in this run: its column is {s['_base_source']} (same base weights and "
+            "questions, greedy decoding); a paired difference is shown only where that base score is 0 on every question."
+        )
+        lines[-2:-2] = [note, ""]
     for name in SETS:
         for metric, v in s.get(name, {}).items():
             if isinstance(v, dict) and "base" in v:
