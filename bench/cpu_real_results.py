@@ -58,14 +58,14 @@ def training(run: Path) -> dict:
     }
 
 
-def stage_seconds(run: Path) -> dict:
+def stage_seconds(run: Path, base_from: dict | None = None) -> dict:
     timings = run / "metrics/timings"
     out = {"base_model": read(timings / "base_model.json")["seconds"], "train": read(timings / "train.json")["seconds"]}
     if (timings / "train_retriever.json").is_file():
         out["train_retriever"] = read(timings / "train_retriever.json")["total_s"]
-    for model in ("base", "finetuned"):
-        if not (timings / f"eval_{model}.json").is_file():
-            continue
+    if base_from is not None:  # the earlier run's base evaluation (its own figure), never the checkout's file
+        out["evaluate@base (earlier run)"] = base_from["stage_seconds"]["evaluate@base"]
+    for model in ("base", "finetuned") if base_from is None else ("finetuned",):
         t = read(timings / f"eval_{model}.json")
         out[f"evaluate@{model}"] = round(sum(s["questions"] / s["questions_per_s"] for s in t.values()), 1)
     return out
@@ -153,16 +153,19 @@ def main(
     out: Path = typer.Option(ROOT / "bench/results/cpu_real"),
     base_from: Path = typer.Option(None, help="an earlier results file with the base model's figures (the run has no evaluate@base)"),
 ):
-    evals = {m: read(run / f"metrics/eval_{m}.json") for m in ("base", "finetuned") if (run / f"metrics/eval_{m}.json").is_file()}
-    if "base" in evals:
-        summary = read(run / "metrics/summary.json")
-    else:
+    # with --base-from the run's own base files are not read: they may be another run's (a checkout's committed ones)
+    evals = {m: read(run / f"metrics/eval_{m}.json") for m in ("base", "finetuned") if m == "finetuned" or base_from is None}
+    summary = read(run / "metrics/summary.json") if "base" in evals else {}
+    evals.setdefault("base", {})
+    missing = [name for name in SETS if name in evals["finetuned"] and name not in evals["base"]]
+    if missing:  # sets the base model was not evaluated on in this run
         if base_from is None:
-            raise typer.BadParameter("the run has no base evaluation (metrics/eval_base.json): give --base-from")
+            raise typer.BadParameter(f"the run has no base evaluation of {', '.join(missing)}: give --base-from")
         earlier = read(base_from)
-        summary = summary_with_earlier_base(run, earlier)
-        evals["base"] = earlier["eval_base"]
-        summary["_base_source"] = f"{base_from.name}: {earlier.get('commit_of_run', '')}".strip()
+        filled = summary_with_earlier_base(run, {"eval_base": {n: earlier["eval_base"][n] for n in missing}})
+        summary.update(filled)
+        evals["base"].update({n: earlier["eval_base"][n] for n in missing})
+        summary["_base_source"] = f"for {', '.join(missing)}, {base_from.name} ({earlier.get('commit_of_run', '').strip()})"
     summary["_coverage"] = {
         s: {m: evals[m][s]["coverage"] for m in ("base", "finetuned")} for s in ("hotpotqa", "2wikimultihopqa") if s in evals["finetuned"]
     }
@@ -171,7 +174,7 @@ def main(
     result = {
         "profile": "cpu-real",
         "wall_seconds": wall_seconds,
-        "stage_seconds": (stages := stage_seconds(run)),
+        "stage_seconds": (stages := stage_seconds(run, read(base_from) if base_from else None)),
         "stages_sum_seconds": round(sum(stages.values()), 1),
         "fetch": {
             role: {k: {f: v[f] for f in ("read", "kept", "records", "dropped")} for k, v in read(run / "metrics/fetch.json")[role].items()}
@@ -224,8 +227,8 @@ def markdown(r: dict) -> str:
     ]
     if s.get("_base_source"):
         note = (
-            f"The base model was not evaluated in this run: its column is {s['_base_source']} (same base weights and "
-            "questions, greedy decoding); a paired difference is shown only where that base score is 0 on every question."
+            f"The base column comes from an earlier run {s['_base_source']}: the same base weights and questions, greedy "
+            "decoding. There a paired difference is shown only where that base score is 0 on every question."
         )
         lines[-2:-2] = [note, ""]
     for name in SETS:
