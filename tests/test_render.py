@@ -132,3 +132,20 @@ def test_tool_calls_with_json_string_arguments():
 )
 def test_bad_replies_are_none(text, tool_calls):
     assert parse_reply(text, tool_calls) is None
+
+
+def test_a_call_with_unescaped_quotes_in_its_query_is_still_a_call():
+    # a cpu-real fine-tuned SmolLM2 reply (HotpotQA dev): the question's quotes copied into the JSON unescaped
+    text = (
+        'Thought: first the song.\n<tool_call>{"name": "retrieve", "arguments": {"query": "Which Canadian rock band '
+        'released a song called "Counterparts" and had a drummer in the Hall of Fame?"}}</tool_call>'
+    )
+    assert parse_reply(text) == ToolCall(
+        'Which Canadian rock band released a song called "Counterparts" and had a drummer in the Hall of Fame?', "Thought: first the song."
+    )
+    # escaped where some are, not where others are: the escapes are undone
+    assert parse_reply('<tool_call>{"name": "retrieve", "arguments": {"query": "the \\"A\\" and "B" films"}}</tool_call>') == ToolCall(
+        'the "A" and "B" films', ""
+    )
+    # another tool, or no query, is still no call
+    assert parse_reply('<tool_call>{"name": "search", "arguments": {"query": "a "b" c"}}</tool_call>') is None
