@@ -24,6 +24,7 @@ from pathlib import Path
 import typer
 
 from qa_forge.eval import metrics
+from qa_forge.eval.summary import scores
 from qa_forge.eval.tasks import TASKS, read_predictions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,7 @@ def summary_with_earlier_base(run: Path, earlier: dict, bootstrap: int = 1000, s
             if metric not in TASKS[name].summary or not isinstance(base_set.get(old), dict) or metric == "coverage":
                 continue
             h = TASKS[name].summary[metric]
-            tuned = [float(r[h.row_key]) for r in rows if h.where is None or h.where(r)]
+            tuned = scores(rows, h, str(path))
             base = base_set[old]
             zero = base["value"] == 0 and base["n"] == len(tuned)
             out[name][metric] = {
